@@ -1,0 +1,3 @@
+from grasp_lora.cli import main
+
+raise SystemExit(main())

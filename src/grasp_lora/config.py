@@ -1,0 +1,424 @@
+"""Typed configuration: dataclasses loaded from YAML recipes, with dotted command-line overrides.
+
+A recipe is a YAML mapping whose top-level keys are the sections of `Config`. Unknown keys,
+wrong types and out-of-range values are rejected with one line naming the key (`ConfigError`).
+Every default here is the paper's setting (SPEC.md); `configs/demo.yaml` scales sizes down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override is wrong; the message names the key and what is expected."""
+
+
+@dataclass
+class SplitSizes:
+    train: int = 50
+    val: int = 50
+    micro_dev: int = 16
+    test: int = 100
+
+
+def _source_sizes() -> dict[str, SplitSizes]:
+    return {}
+
+
+@dataclass
+class DataConfig:
+    task: str = "mlqa"  # mlqa | xlsum
+    source_lang: str = "en"
+    target_lang: str = "ar"
+    # Where each language's pool comes from: "hub" (facebook/mlqa, csebuetnlp/xlsum), "demo"
+    # (the bundled data set) or a path to a local file (MLQA JSON, XL-Sum JSONL, CSV, JSONL).
+    source_data: str = "hub"
+    target_data: str = "hub"
+    seed: int = 42
+    # Split sizes; None means the SPEC table for the task and language (see data.splits).
+    source_sizes: Optional[SplitSizes] = None
+    target_sizes: Optional[SplitSizes] = None
+    max_length: int = 4096  # prompt + target limit for training examples
+    max_total_generation: int = 2200  # prompt + generated tokens
+
+
+@dataclass
+class ModelConfig:
+    name: str = "gemma-3-270m"  # builtin name | hub id | local HF folder | local .gguf file
+    dtype: str = "auto"  # auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    trust_remote_code: bool = False
+    cache_dir: Optional[str] = None  # default: $GRASP_LORA_CACHE or ~/.cache/grasp-lora
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 1
+    grad_accum: int = 8
+    epochs: int = 10
+    lr_gamma: float = 0.85  # StepLR, once per epoch
+    patience: int = 3  # early stopping on validation loss
+    max_steps: Optional[int] = None  # optimizer steps cap (None: epochs decide)
+    eval_batch_size: int = 8
+    targets_only_head: bool = True  # apply the LM head only where labels exist
+    seed: int = 42
+
+
+@dataclass
+class MergeConfig:
+    scaling: str = "none"  # none: c = 1 (the authors) | lora: c = alpha / r
+
+
+@dataclass
+class PruneConfig:
+    importance_inputs: str = "train_forward"  # train_forward | full_pass
+
+
+@dataclass
+class ControllerConfig:
+    p_min: float = 0.10
+    p_max: float = 0.80
+    p_init: float = 0.40
+    every_k_steps: int = 10
+    candidates: int = 3
+    micro_dev_size: int = 16
+    policy_lr: float = 0.05
+    kl_coef: float = 0.05
+    entropy_bonus: float = 0.01
+    max_step: float = 0.10
+    seed: int = 42
+    fidelity: str = "fixed"  # fixed | authors
+    p_star_rule: Optional[str] = None  # final | best_trial; None: final (fixed), best_trial (authors)
+    grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
+    score_batch_size: int = 16  # micro-dev examples scored per forward
+
+    def resolved_p_star_rule(self) -> str:
+        if self.p_star_rule is not None:
+            return self.p_star_rule
+        return "best_trial" if self.fidelity == "authors" else "final"
+
+
+@dataclass
+class GridConfig:
+    enabled: bool = True
+    ratios: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    select_by: str = "val_loss"  # val_loss | val_metric
+
+
+@dataclass
+class GenerationConfig:
+    batch_size: int = 8
+    max_new_tokens: Optional[int] = None  # None: the task's limit per language (SPEC 1)
+
+
+@dataclass
+class EvalConfig:
+    bertscore: bool = True
+    # "embedded" = the embedded model's hidden states (offline default, reported under its own
+    # name); any other value is a hub id or local path of an encoder.
+    bertscore_model: str = "embedded"
+    bertscore_layer: Optional[int] = None  # None: the middle layer
+    bertscore_rescale: bool = False
+    bertscore_idf: bool = False
+    chinese_segmenter: str = "char"  # char | jieba (XL-Sum's lang="chinese" mode)
+
+
+@dataclass
+class LoraHubConfig:
+    steps: int = 40
+    weight_min: float = -1.5
+    weight_max: float = 1.5
+    l1: float = 0.05
+    examples: int = 5  # few-shot target train examples scored per candidate
+    optimizer: str = "NGOpt"
+
+
+@dataclass
+class TiesConfig:
+    density: float = 0.5
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
+
+
+@dataclass
+class PipelineConfig:
+    output_dir: str = "runs/experiment"
+    seeds: list[int] = field(default_factory=lambda: [42])
+    baselines: list[str] = field(
+        default_factory=lambda: ["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"]
+    )
+
+
+@dataclass
+class Config:
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    lorahub: LoraHubConfig = field(default_factory=LoraHubConfig)
+    ties: TiesConfig = field(default_factory=TiesConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with errors that name the key.
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, non_none[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {k: _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"unknown key '{where}' (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in data:
+            where = f"{prefix}.{f.name}" if prefix else f.name
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], where)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (["train", "lr"], 3e-4). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected KEY=VALUE, for example train.lr=3e-4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _nested(path: list[str], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def _is_dataclass_field(cls: type, path: list[str]) -> bool:
+    hints = typing.get_type_hints(cls)
+    tp = hints.get(path[0])
+    if tp is None:
+        return False
+    if len(path) == 1:
+        return True
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    inner = args[0]
+    return dataclasses.is_dataclass(inner) and _is_dataclass_field(inner, path[1:])
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a recipe (or the defaults when `path` is None) and apply dotted overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: recipe not found (the shipped recipes are in configs/)")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: a recipe must be a YAML mapping of sections")
+        data = loaded
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        if not _is_dataclass_field(Config, keys):
+            raise ConfigError(f"override '{text}': unknown key '{'.'.join(keys)}'")
+        data = _merge(data, _nested(keys, value))
+    try:
+        cfg = _build(Config, data)
+    except ConfigError as e:
+        if path is not None:
+            raise ConfigError(f"{path}: {e}") from None
+        raise
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Range checks; one line each, naming the key."""
+    d = cfg.data
+    _check(d.task in ("mlqa", "xlsum"), f"data.task: expected mlqa or xlsum, got {d.task!r}")
+    _check(d.source_lang != d.target_lang, "data.target_lang: must differ from data.source_lang")
+    for name, sizes in (("data.source_sizes", d.source_sizes), ("data.target_sizes", d.target_sizes)):
+        if sizes is not None:
+            for split in ("train", "val", "micro_dev", "test"):
+                _check(getattr(sizes, split) >= 0, f"{name}.{split}: must be >= 0")
+    _check(d.max_length >= 16, "data.max_length: must be >= 16")
+    _check(d.max_total_generation >= 16, "data.max_total_generation: must be >= 16")
+    m = cfg.model
+    _check(m.dtype in ("auto", "float32", "bfloat16", "float16"),
+           f"model.dtype: expected auto, float32, bfloat16 or float16, got {m.dtype!r}")
+    l = cfg.lora
+    _check(l.r >= 1, "lora.r: must be >= 1")
+    _check(l.alpha > 0, "lora.alpha: must be > 0")
+    _check(0 <= l.dropout < 1, "lora.dropout: must be in [0, 1)")
+    _check(len(l.target_modules) > 0, "lora.target_modules: must name at least one module")
+    t = cfg.train
+    _check(t.lr > 0, "train.lr: must be > 0")
+    _check(t.weight_decay >= 0, "train.weight_decay: must be >= 0")
+    _check(t.batch_size >= 1, "train.batch_size: must be >= 1")
+    _check(t.grad_accum >= 1, "train.grad_accum: must be >= 1")
+    _check(t.epochs >= 1, "train.epochs: must be >= 1")
+    _check(0 < t.lr_gamma <= 1, "train.lr_gamma: must be in (0, 1]")
+    _check(t.patience >= 1, "train.patience: must be >= 1")
+    _check(t.max_steps is None or t.max_steps >= 1, "train.max_steps: must be >= 1 or null")
+    _check(t.eval_batch_size >= 1, "train.eval_batch_size: must be >= 1")
+    _check(cfg.merge.scaling in ("none", "lora"), f"merge.scaling: expected none or lora, got {cfg.merge.scaling!r}")
+    _check(cfg.prune.importance_inputs in ("train_forward", "full_pass"),
+           f"prune.importance_inputs: expected train_forward or full_pass, got {cfg.prune.importance_inputs!r}")
+    c = cfg.controller
+    _check(0 <= c.p_min < 1, f"controller.p_min: must be in [0, 1), got {c.p_min}")
+    _check(0 <= c.p_max < 1, f"controller.p_max: must be in [0, 1), got {c.p_max}")
+    _check(c.p_min < c.p_max, f"controller.p_min: must be below controller.p_max ({c.p_min} >= {c.p_max})")
+    _check(c.p_min <= c.p_init <= c.p_max,
+           f"controller.p_init: must lie in [p_min, p_max] = [{c.p_min}, {c.p_max}], got {c.p_init}")
+    _check(c.every_k_steps >= 1, f"controller.every_k_steps: must be >= 1, got {c.every_k_steps}")
+    _check(c.candidates >= 2, f"controller.candidates: must be >= 2 (advantages are relative), got {c.candidates}")
+    _check(c.micro_dev_size >= 1, f"controller.micro_dev_size: must be >= 1, got {c.micro_dev_size}")
+    _check(c.policy_lr > 0, "controller.policy_lr: must be > 0")
+    _check(c.kl_coef >= 0, "controller.kl_coef: must be >= 0")
+    _check(c.entropy_bonus >= 0, "controller.entropy_bonus: must be >= 0")
+    _check(c.max_step > 0, "controller.max_step: must be > 0")
+    _check(c.fidelity in ("fixed", "authors"), f"controller.fidelity: expected fixed or authors, got {c.fidelity!r}")
+    _check(c.p_star_rule in (None, "final", "best_trial"),
+           f"controller.p_star_rule: expected final or best_trial, got {c.p_star_rule!r}")
+    _check(c.grad_accum >= 1, "controller.grad_accum: must be >= 1")
+    _check(c.score_batch_size >= 1, "controller.score_batch_size: must be >= 1")
+    g = cfg.grid
+    _check(len(g.ratios) >= 1, "grid.ratios: must list at least one ratio")
+    for i, r in enumerate(g.ratios):
+        _check(0 <= r < 1, f"grid.ratios[{i}]: a ratio must be in [0, 1), got {r}")
+    _check(g.select_by in ("val_loss", "val_metric"), f"grid.select_by: expected val_loss or val_metric, got {g.select_by!r}")
+    _check(cfg.generation.batch_size >= 1, "generation.batch_size: must be >= 1")
+    _check(cfg.generation.max_new_tokens is None or cfg.generation.max_new_tokens >= 1,
+           "generation.max_new_tokens: must be >= 1 or null")
+    e = cfg.eval
+    _check(e.chinese_segmenter in ("char", "jieba"), f"eval.chinese_segmenter: expected char or jieba, got {e.chinese_segmenter!r}")
+    h = cfg.lorahub
+    _check(h.steps >= 1, "lorahub.steps: must be >= 1")
+    _check(h.weight_min < h.weight_max, "lorahub.weight_min: must be below lorahub.weight_max")
+    _check(h.l1 >= 0, "lorahub.l1: must be >= 0")
+    _check(h.examples >= 1, "lorahub.examples: must be >= 1")
+    _check(0 < cfg.ties.density <= 1, "ties.density: must be in (0, 1]")
+    p = cfg.pipeline
+    _check(len(p.seeds) >= 1, "pipeline.seeds: must list at least one seed")
+    known = {"zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"}
+    for b in p.baselines:
+        _check(b in known, f"pipeline.baselines: unknown baseline {b!r} (known: {', '.join(sorted(known))})")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from grasp_lora.io import atomic_write_text
+
+    atomic_write_text(path, cfg.to_yaml())
+
+
+def config_hash(cfg: Config) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,150 @@
+"""Artefact I/O: atomic writes (temp file + rename), JSONL, stage manifests.
+
+Nothing here ever leaves half a file: a crash leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
+    atomic_write_text(path, text)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file we wrote. A torn last line (a crash mid-append) is dropped."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                # Only the final line of an append-only log can be torn; anything else is corrupt.
+                rest = f.read()
+                if rest.strip():
+                    raise ValueError(f"{path}: corrupt JSONL line: {line[:80]!r}") from None
+    return rows
+
+
+def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
+    """Append one line and fsync it; used for logs written as work completes (resumable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def file_sha256(path: str | Path, limit: int | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:limit] if limit else h.hexdigest()
+
+
+def environment_info() -> dict[str, Any]:
+    import importlib.metadata as md
+
+    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "transformers", "peft", "accelerate", "datasets", "grasp-lora"):
+        try:
+            info[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+        info["torch_threads"] = torch.get_num_threads()
+    except Exception:  # pragma: no cover - torch is a hard dependency
+        pass
+    return info
+
+
+MANIFEST = "manifest.json"
+
+
+def manifest_complete(stage_dir: str | Path) -> bool:
+    p = Path(stage_dir) / MANIFEST
+    if not p.is_file():
+        return False
+    try:
+        return read_json(p).get("status") == "complete"
+    except (ValueError, OSError):
+        return False
+
+
+def write_manifest(stage_dir: str | Path, **fields: Any) -> dict[str, Any]:
+    """Write a stage manifest with status complete; call it last, after every artefact is written."""
+    manifest = {"status": "complete", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
+    manifest.setdefault("environment", environment_info())
+    write_json(Path(stage_dir) / MANIFEST, manifest)
+    return manifest
+
+
+class Timer:
+    """Wall-clock per named phase; `timings` feeds manifests and the runtime table."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start

@@ -1,0 +1,274 @@
+"""The `grasp-lora` command: one subcommand per pipeline stage.
+
+Every subcommand takes a recipe (a YAML path, or the name of a shipped recipe such as `demo` or
+`mlqa_ar`) followed by any number of dotted overrides (`train.lr=3e-4 model.name=tiny-llama`).
+Errors on bad input print one line and exit with status 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+RECIPES_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(recipe: str) -> Path:
+    p = Path(recipe)
+    if p.is_file():
+        return p
+    shipped = RECIPES_DIR / f"{recipe}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(
+        f"{recipe}: no such recipe file and no shipped recipe of that name (shipped: {', '.join(shipped_recipes())})"
+    )
+
+
+def _experiment(args):
+    from grasp_lora.config import load_config
+    from grasp_lora.pipeline import Experiment
+
+    overrides = list(args.overrides)
+    if getattr(args, "run_dir", None):
+        overrides.append(f"pipeline.output_dir={args.run_dir}")
+    cfg = load_config(resolve_recipe(args.recipe), overrides)
+    exp = Experiment(cfg, progress=not args.quiet)
+    exp.root.mkdir(parents=True, exist_ok=True)
+    from grasp_lora.config import save_config
+
+    save_config(cfg, exp.root / "config.yaml")
+    return exp
+
+
+def cmd_prepare(args) -> int:
+    exp = _experiment(args)
+    exp.prepare()
+    print(f"splits written to {exp.data_dir}")
+    return 0
+
+
+def cmd_train_adapter(args) -> int:
+    exp = _experiment(args)
+    d = exp.cfg.data
+    lang = {"source": d.source_lang, "target": d.target_lang}.get(args.lang, args.lang)
+    if lang not in (d.source_lang, d.target_lang):
+        raise ValueError(f"--lang {args.lang}: expected source, target, {d.source_lang} or {d.target_lang}")
+    exp.prepare()
+    from grasp_lora.training.adapters import train_adapter
+    from grasp_lora.io import manifest_complete
+
+    out = exp.adapter_dir(lang)
+    if manifest_complete(out):
+        print(f"adapter already trained: {out}")
+        return 0
+    model, tok = exp.base_model()
+    train_adapter(model, tok, exp.rows(lang, "train"), exp.rows(lang, "val"), d.task, lang, exp.cfg, out,
+                  base_model_name=exp.cfg.model.name, progress=exp.progress)
+    print(f"PEFT adapter written to {out}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    exp = _experiment(args)
+    exp.prepare()
+    exp.adapters()
+    if args.method == "grasp":
+        exp.grasp()
+        for seed in exp.cfg.pipeline.seeds:
+            print(f"seed {seed}: p* = {exp.p_star(seed):.4f}  ({exp.seed_dir(seed) / 'grasp'})")
+    elif args.method == "grid":
+        exp.grid(point=args.point)
+        if args.point is None:
+            from grasp_lora.io import read_json
+
+            for seed in exp.cfg.pipeline.seeds:
+                s = read_json(exp.seed_dir(seed) / "grid" / "summary.json")
+                print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f}  ({exp.seed_dir(seed) / 'grid'})")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    exp = _experiment(args)
+    for seed, s in exp.collect().items():
+        print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f} over {s['runs']} points")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    exp = _experiment(args)
+    exp.prepare()
+    exp.adapters()
+    if args.ratio is None:
+        exp.final()
+        for seed in exp.cfg.pipeline.seeds:
+            print(f"seed {seed}: GRASP adapter at {exp.seed_dir(seed) / 'final' / 'adapter'}")
+        return 0
+    if not 0 <= args.ratio < 1:
+        raise ValueError(f"--ratio {args.ratio}: a prune ratio must be in [0, 1)")
+    from grasp_lora.pipeline import seed_config
+
+    seed = exp.cfg.pipeline.seeds[0]
+    out = Path(args.out) if args.out else exp.seed_dir(seed) / f"finetune_{args.ratio:.4f}"
+    res = exp._merged_run(seed_config(exp.cfg, seed), out, ratio=args.ratio, kind="final")
+    print(f"final adapter (ratio {args.ratio}, real sparsity {res['real_sparsity']:.3f}) at {out / 'adapter'}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    exp = _experiment(args)
+    exp.prepare()
+    exp.adapters()
+    name = args.name
+    if name in ("ties", "lorahub", "adaptive_merge"):
+        getattr(exp, name)()
+    elif name == "grid_best":
+        exp.grid()
+    if args.evaluate:
+        wanted = [s for s, spec in exp.systems().items() if spec["family"] == name]
+        exp.evaluate(only_systems=wanted)
+        from grasp_lora.io import read_json
+
+        for s in wanted:
+            print(f"{s}: {read_json(exp.system_dir(s) / 'metrics.json')}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    exp = _experiment(args)
+    from grasp_lora.evaluation.generate import generate_predictions
+    from grasp_lora.evaluation.run import with_adapter
+
+    lang = exp.cfg.data.target_lang
+    rows = exp.rows(lang, args.split)
+    model, tok = exp.base_model()
+    model = with_adapter(model, args.adapter)
+    out = Path(args.out)
+    generate_predictions(model, tok, exp.cfg.data.task, lang, rows, out, batch_size=exp.cfg.generation.batch_size,
+                         max_new_tokens=exp.cfg.generation.max_new_tokens,
+                         max_total=exp.cfg.data.max_total_generation, progress=exp.progress)
+    print(f"predictions written to {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    exp = _experiment(args)
+    from grasp_lora.evaluation.evaluate import evaluate_predictions, read_predictions, write_metrics
+
+    rows = exp.rows(exp.cfg.data.target_lang, args.split)
+    predictions = read_predictions(args.predictions)
+    encoder = exp.bertscore_encoder() if exp.cfg.eval.bertscore else None
+    metrics = evaluate_predictions(exp.cfg.data.task, exp.cfg.data.target_lang, predictions, rows, exp.cfg.eval,
+                                   encoder=encoder)
+    out = Path(args.out) if args.out else Path(args.predictions).with_name("metrics.json")
+    write_metrics(out, metrics)
+    print(f"metrics written to {out}")
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)):
+            print(f"  {k}: {v:.2f}")
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    exp = _experiment(args)
+    report = exp.run(only=args.only, start=args.start)
+    if report is not None:
+        from grasp_lora.report import headline
+
+        print(f"\nreport: {report}\n")
+        print(headline(exp.root))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    args.recipe = "demo"
+    args.only = None
+    args.start = None
+    return cmd_pipeline(args)
+
+
+def cmd_report(args) -> int:
+    from grasp_lora.report import build_report, headline
+
+    path = build_report(args.run_dir)
+    print(f"report: {path}\n")
+    print(headline(args.run_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grasp-lora",
+        description="GRASP LoRA: learn one global prune ratio for merged LoRA adapters with a GRPO controller.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def recipe_cmd(name: str, help: str, func, recipe: bool = True):
+        p = sub.add_parser(name, help=help, description=help)
+        if recipe:
+            p.add_argument("recipe", help="recipe YAML path or shipped recipe name (" + ", ".join(shipped_recipes()) + ")")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
+        p.add_argument("--run-dir", help="run folder (default: the recipe's pipeline.output_dir)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)
+        return p
+
+    recipe_cmd("prepare", "write deterministic train/val/micro_dev/test splits", cmd_prepare)
+    p = recipe_cmd("train-adapter", "train a stage-1 LoRA adapter (PEFT folder)", cmd_train_adapter)
+    p.add_argument("--lang", required=True, help="source, target, or a language code of the recipe")
+    p = recipe_cmd("search", "find the prune ratio: GRASP controller run or grid search", cmd_search)
+    p.add_argument("--method", choices=["grasp", "grid"], default="grasp")
+    p.add_argument("--point", type=int, help="grid only: run just grid point I (for schedulers); then `collect`")
+    recipe_cmd("collect", "gather finished grid points and pick the best ratio", cmd_collect)
+    p = recipe_cmd("finetune", "the final merge + prune run (default ratio: the controller's p*)", cmd_finetune)
+    p.add_argument("--ratio", type=float, help="prune ratio in [0, 1) (default: p* of the grasp search)")
+    p.add_argument("--out", help="output folder (with --ratio)")
+    p = recipe_cmd("baseline", "build (and with --evaluate, score) one baseline", cmd_baseline)
+    p.add_argument("name", choices=["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"])
+    p.add_argument("--evaluate", action="store_true", help="also generate and evaluate it on the test split")
+    p = recipe_cmd("generate", "greedy predictions of a model (+ optional PEFT adapter) as JSONL", cmd_generate)
+    p.add_argument("--adapter", help="PEFT adapter folder (default: the base model, zero-shot)")
+    p.add_argument("--split", default="test", choices=["train", "val", "micro_dev", "test"])
+    p.add_argument("--out", required=True, help="predictions JSONL path (resumes if it exists)")
+    p = recipe_cmd("evaluate", "score a predictions JSONL with the task's metrics", cmd_evaluate)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--split", default="test", choices=["train", "val", "micro_dev", "test"])
+    p.add_argument("--out", help="metrics.json path (default: next to the predictions)")
+    p = recipe_cmd("pipeline", "run a whole experiment (resumable)", cmd_pipeline)
+    from grasp_lora.pipeline import STAGES
+
+    p.add_argument("--only", choices=STAGES, help="run only this stage")
+    p.add_argument("--from", dest="start", choices=STAGES, help="run from this stage on")
+    recipe_cmd("demo", "the CPU demo: embedded Gemma 3 270M on the bundled data (= pipeline demo)", cmd_demo, recipe=False)
+    p = sub.add_parser("report", help="(re)build report.md, results.json and plots of a run folder")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("grasp-lora: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, OSError) as e:
+        if args.debug:
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"grasp-lora: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

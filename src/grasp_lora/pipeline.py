@@ -1,0 +1,309 @@
+"""The whole experiment as stages over one run folder (DESIGN: pipeline + report).
+
+    prepare -> adapters -> baselines -> grasp -> final -> grid -> evaluate -> report
+
+Every unit of work (a data preparation, an adapter, a baseline, a controller run, a grid point, a
+system's predictions and metrics) writes into its own folder and finishes by writing a complete
+`manifest.json`; a unit whose manifest is complete is skipped. Killing the pipeline anywhere and
+running the same command again therefore finishes the work without redoing finished units, and
+artefacts are written atomically, so nothing is ever half a file. Generation also resumes inside a
+system (predictions are appended per batch).
+
+Run folder:
+    config.yaml                  the resolved recipe
+    data/                        splits per language + manifest
+    adapters/<lang>/             stage-1 PEFT adapters
+    baselines/{ties,lorahub,adaptive_merge}/adapter
+    seed_<s>/grasp/              controller run: history.jsonl, result.json (p*), trajectory.png
+    seed_<s>/final/adapter       the GRASP result (final run at p*)
+    seed_<s>/grid/point_<r>/     grid points; summary.json, grid.png
+    systems/<system>/            predictions.jsonl, metrics.json
+    report.md, results.json, *.png
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from grasp_lora.config import Config, save_config
+from grasp_lora.io import manifest_complete, read_json, write_manifest
+
+STAGES = ["prepare", "adapters", "baselines", "grasp", "final", "grid", "evaluate", "report"]
+
+
+class StageError(ValueError):
+    pass
+
+
+def seed_config(cfg: Config, seed: int) -> Config:
+    """The config of one seed of a seed sweep: training and controller draw from that seed."""
+    return replace(cfg, train=replace(cfg.train, seed=seed), controller=replace(cfg.controller, seed=seed))
+
+
+class Experiment:
+    """Paths and shared state of one run folder; each stage method is idempotent."""
+
+    def __init__(self, cfg: Config, root: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.root = Path(root or cfg.pipeline.output_dir)
+        self.progress = progress
+        self.log = log
+        self._base = None
+        self._tokenizer = None
+
+    # ---- paths --------------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def adapter_dir(self, lang: str) -> Path:
+        return self.root / "adapters" / lang
+
+    def baseline_dir(self, name: str) -> Path:
+        return self.root / "baselines" / name
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.root / f"seed_{seed}"
+
+    def system_dir(self, system: str) -> Path:
+        return self.root / "systems" / system
+
+    @property
+    def source_target_adapters(self) -> list[Path]:
+        return [self.adapter_dir(self.cfg.data.source_lang), self.adapter_dir(self.cfg.data.target_lang)]
+
+    # ---- shared model -------------------------------------------------------------------------
+    def base_model(self):
+        """A fresh copy of the frozen base model (loaded once per process) and the tokenizer."""
+        from grasp_lora.models.loading import load_model
+
+        if self._base is None:
+            self._base, self._tokenizer = load_model(self.cfg.model)
+        return copy.deepcopy(self._base), self._tokenizer
+
+    def rows(self, lang: str, split: str) -> list[dict]:
+        from grasp_lora.data.prepare import load_split
+
+        return load_split(self.data_dir, lang, split)
+
+    def _skip(self, path: Path, what: str) -> bool:
+        if manifest_complete(path):
+            self.log(f"[skip] {what}: complete ({path})")
+            return True
+        self.log(f"[run]  {what}")
+        return False
+
+    # ---- stages -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        from grasp_lora.data.prepare import prepare_data
+
+        if not self._skip(self.data_dir, "prepare data"):
+            prepare_data(self.cfg, self.data_dir)
+
+    def adapters(self) -> None:
+        from grasp_lora.training.adapters import train_adapter
+
+        d = self.cfg.data
+        for lang in (d.source_lang, d.target_lang):
+            out = self.adapter_dir(lang)
+            if self._skip(out, f"train {lang} adapter"):
+                continue
+            model, tok = self.base_model()
+            train_adapter(
+                model, tok, self.rows(lang, "train"), self.rows(lang, "val"), d.task, lang, self.cfg, out,
+                base_model_name=self.cfg.model.name, progress=self.progress,
+            )
+
+    def baselines(self) -> None:
+        wanted = set(self.cfg.pipeline.baselines)
+        if "ties" in wanted:
+            self.ties()
+        if "lorahub" in wanted:
+            self.lorahub()
+        if "adaptive_merge" in wanted:
+            self.adaptive_merge()
+
+    def ties(self) -> None:
+        from grasp_lora.baselines.ties import ties_merge
+
+        out = self.baseline_dir("ties")
+        if self._skip(out, "TIES merge"):
+            return
+        started = time.perf_counter()
+        model, _ = self.base_model()
+        src, tgt = self.source_target_adapters
+        ties_merge(model, src, tgt, out / "adapter", density=self.cfg.ties.density, weights=self.cfg.ties.weights)
+        write_manifest(out, stage="ties", density=self.cfg.ties.density, weights=self.cfg.ties.weights,
+                       wall_clock_s=time.perf_counter() - started)
+
+    def lorahub(self) -> None:
+        from grasp_lora.baselines.lorahub_run import run_lorahub
+
+        out = self.baseline_dir("lorahub")
+        if self._skip(out, "LoRAHub"):
+            return
+        model, tok = self.base_model()
+        run_lorahub(self.cfg, model, tok, self.source_target_adapters, self.rows(self.cfg.data.target_lang, "train"), out)
+
+    def adaptive_merge(self) -> None:
+        from grasp_lora.training.finetune import merged_finetune
+
+        out = self.baseline_dir("adaptive_merge")
+        if self._skip(out, "adaptive merge (no pruning)"):
+            return
+        self._merged_run(self.cfg, out, ratio=None, kind="adaptive_merge")
+
+    def _merged_run(self, cfg: Config, out: Path, *, ratio: float | None, kind: str) -> dict[str, Any]:
+        from grasp_lora.training.finetune import merged_finetune
+
+        lang = cfg.data.target_lang
+        model, tok = self.base_model()
+        return merged_finetune(
+            cfg, model, tok, self.source_target_adapters, self.rows(lang, "train"), self.rows(lang, "val"), out,
+            ratio=ratio, kind=kind, base_model_name=cfg.model.name, progress=self.progress,
+        )
+
+    def grasp(self) -> None:
+        from grasp_lora.search.grasp import run_grasp_search
+
+        lang = self.cfg.data.target_lang
+        for seed in self.cfg.pipeline.seeds:
+            out = self.seed_dir(seed) / "grasp"
+            if self._skip(out, f"GRASP controller run (seed {seed})"):
+                continue
+            cfg = seed_config(self.cfg, seed)
+            model, tok = self.base_model()
+            res = run_grasp_search(
+                cfg, model, tok, self.source_target_adapters, self.rows(lang, "train"), self.rows(lang, "val"),
+                self.rows(lang, "micro_dev"), out, progress=self.progress,
+            )
+            self.log(f"       p* = {res['p_star']:.4f} ({res['p_star_rule']}), {res['rounds']} rounds")
+
+    def p_star(self, seed: int) -> float:
+        path = self.seed_dir(seed) / "grasp" / "result.json"
+        if not path.exists():
+            raise StageError(f"{path}: missing; run the grasp stage first (grasp-lora pipeline ... --only grasp)")
+        return float(read_json(path)["p_star"])
+
+    def final(self) -> None:
+        for seed in self.cfg.pipeline.seeds:
+            out = self.seed_dir(seed) / "final"
+            if self._skip(out, f"final run at p* (seed {seed})"):
+                continue
+            self._merged_run(seed_config(self.cfg, seed), out, ratio=self.p_star(seed), kind="final")
+
+    def grid(self, point: int | None = None) -> None:
+        from grasp_lora.search.grid import collect_grid, point_dir
+
+        if not self.cfg.grid.enabled and point is None:
+            self.log("[skip] grid search: disabled (grid.enabled=false)")
+            return
+        ratios = self.cfg.grid.ratios
+        indices = range(len(ratios)) if point is None else [point]
+        if point is not None and not 0 <= point < len(ratios):
+            raise StageError(f"--point {point}: the grid has points 0..{len(ratios) - 1} ({ratios})")
+        for seed in self.cfg.pipeline.seeds:
+            grid_dir = self.seed_dir(seed) / "grid"
+            for i in indices:
+                out = point_dir(grid_dir, ratios[i])
+                if self._skip(out, f"grid point {i} ratio {ratios[i]:.2f} (seed {seed})"):
+                    continue
+                self._merged_run(seed_config(self.cfg, seed), out, ratio=ratios[i], kind="grid_point")
+            if point is None:
+                summary = collect_grid(grid_dir, ratios, self.cfg.grid.select_by)
+                self.log(f"       grid best ratio (seed {seed}): {summary['best_ratio']:.2f}")
+
+    def collect(self) -> dict[str, Any]:
+        from grasp_lora.search.grid import collect_grid
+
+        return {seed: collect_grid(self.seed_dir(seed) / "grid", self.cfg.grid.ratios, self.cfg.grid.select_by)
+                for seed in self.cfg.pipeline.seeds}
+
+    # ---- systems: every model the report compares ---------------------------------------------
+    def systems(self) -> dict[str, dict[str, Any]]:
+        """name -> {adapter: path or None, ratio, seed, family}; only systems whose inputs exist."""
+        from grasp_lora.search.grid import point_dir
+
+        cfg = self.cfg
+        systems: dict[str, dict[str, Any]] = {}
+        wanted = set(cfg.pipeline.baselines)
+        if "zero_shot" in wanted:
+            systems["zero_shot"] = {"adapter": None, "family": "zero_shot"}
+        if "target_lora" in wanted:
+            systems["target_lora"] = {"adapter": self.adapter_dir(cfg.data.target_lang), "family": "target_lora"}
+        for name in ("ties", "lorahub", "adaptive_merge"):
+            if name in wanted:
+                systems[name] = {"adapter": self.baseline_dir(name) / "adapter", "family": name,
+                                 "manifest": self.baseline_dir(name)}
+        for seed in cfg.pipeline.seeds:
+            grid_summary = self.seed_dir(seed) / "grid" / "summary.json"
+            if "grid_best" in wanted and cfg.grid.enabled and grid_summary.exists():
+                best = read_json(grid_summary)["best_ratio"]
+                systems[f"grid_best_seed{seed}"] = {
+                    "adapter": point_dir(self.seed_dir(seed) / "grid", best) / "adapter",
+                    "family": "grid_best", "seed": seed, "ratio": best,
+                }
+            final = self.seed_dir(seed) / "final"
+            systems[f"grasp_seed{seed}"] = {"adapter": final / "adapter", "family": "grasp", "seed": seed,
+                                            "ratio": self.p_star(seed) if (self.seed_dir(seed) / "grasp" / "result.json").exists() else None,
+                                            "manifest": final}
+        return systems
+
+    def evaluate(self, only_systems: list[str] | None = None) -> None:
+        from grasp_lora.evaluation.run import evaluate_system
+
+        lang = self.cfg.data.target_lang
+        test_rows = self.rows(lang, "test")
+        if not test_rows:
+            raise StageError(f"{self.data_dir / lang / 'test.jsonl'}: the test split is empty (set data.target_sizes.test)")
+        encoder = None
+        for name, spec in self.systems().items():
+            if only_systems and name not in only_systems:
+                continue
+            out = self.system_dir(name)
+            if self._skip(out, f"generate + evaluate {name}"):
+                continue
+            if spec["adapter"] is not None and not Path(spec["adapter"]).exists():
+                raise StageError(f"{spec['adapter']}: adapter of system {name} is missing; run its stage first")
+            if encoder is None and self.cfg.eval.bertscore:
+                encoder = self.bertscore_encoder()
+            model, tok = self.base_model()
+            metrics = evaluate_system(self.cfg, model, tok, spec["adapter"], test_rows, out, encoder=encoder,
+                                      progress=self.progress)
+            write_manifest(out, stage="evaluate", system=name, adapter=str(spec["adapter"]) if spec["adapter"] else None,
+                           ratio=spec.get("ratio"), seed=spec.get("seed"), family=spec["family"], metrics=metrics)
+
+    def bertscore_encoder(self):
+        from grasp_lora.evaluation.run import load_bertscore_encoder
+
+        base, tok = self.base_model()
+        return load_bertscore_encoder(self.cfg, base, tok)
+
+    def report(self) -> Path:
+        from grasp_lora.report import build_report
+
+        return build_report(self.root)
+
+    # ---- running ------------------------------------------------------------------------------
+    def run(self, only: str | None = None, start: str | None = None) -> Path | None:
+        for name in (only, start):
+            if name is not None and name not in STAGES:
+                raise StageError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
+        stages = [only] if only else STAGES[STAGES.index(start):] if start else STAGES
+        self.root.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.root / "config.yaml")
+        report = None
+        for stage in stages:
+            started = time.perf_counter()
+            if stage == "grid" and not self.cfg.grid.enabled:
+                self.log("[skip] grid search: disabled (grid.enabled=false)")
+                continue
+            result = getattr(self, stage)()
+            if stage == "report":
+                report = result
+            self.log(f"       {stage}: {time.perf_counter() - started:.1f}s")
+        return report

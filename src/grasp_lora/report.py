@@ -1,0 +1,215 @@
+"""The report of a run folder: report.md, results.json and PNG plots (`grasp-lora report RUN_DIR`).
+
+Everything is rebuilt from the stage outputs on disk, so the report can be regenerated at any
+time, and partially finished runs give a partial report.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grasp_lora.io import atomic_write_text, environment_info, manifest_complete, read_json, read_jsonl, write_json
+
+FAMILIES = [
+    ("zero_shot", "zero-shot"),
+    ("target_lora", "LoRA (target only)"),
+    ("ties", "TIES merge"),
+    ("lorahub", "LoRAHub"),
+    ("adaptive_merge", "adaptive merge"),
+    ("grid_best", "adaptive merge + pruning (grid best)"),
+    ("grasp", "GRASP"),
+]
+TASK_METRICS = {
+    "mlqa": [("bertscore", "BERTScore-F1"), ("exact_match", "EM"), ("f1", "F1")],
+    "xlsum": [("bertscore", "BERTScore-F1"), ("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L")],
+}
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values), "values": values}
+
+
+def _fmt(stat: dict[str, Any] | None, digits: int = 2) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    text = f"{stat['mean']:.{digits}f}"
+    if stat.get("std") is not None:
+        text += f" ± {stat['std']:.{digits}f}"
+    return text
+
+
+def collect_results(run_dir: str | Path) -> dict[str, Any]:
+    root = Path(run_dir)
+    cfg = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) if (root / "config.yaml").exists() else {}
+    task = cfg.get("data", {}).get("task", "mlqa")
+    metric_keys = [k for k, _ in TASK_METRICS[task]]
+
+    per_family: dict[str, list[dict[str, Any]]] = {}
+    for sdir in sorted((root / "systems").glob("*")):
+        if not manifest_complete(sdir):
+            continue
+        m = read_json(sdir / "manifest.json")
+        per_family.setdefault(m["family"], []).append(m)
+
+    rows = []
+    for family, label in FAMILIES:
+        runs = per_family.get(family, [])
+        if not runs:
+            continue
+        metrics = {k: _mean_std([r["metrics"].get(k) for r in runs]) for k in metric_keys}
+        rows.append({
+            "family": family,
+            "label": label,
+            "systems": [r["system"] for r in runs],
+            "ratio": _mean_std([r["ratio"] for r in runs if r.get("ratio") is not None]),
+            "metrics": metrics,
+            "seeds": [r.get("seed") for r in runs if r.get("seed") is not None],
+        })
+
+    runtime = _runtime(root)
+    controllers = []
+    for gdir in sorted(root.glob("seed_*/grasp")):
+        if (gdir / "result.json").exists():
+            res = read_json(gdir / "result.json")
+            controllers.append({"seed": res.get("seed"), "p_star": res["p_star"], "rule": res["p_star_rule"],
+                                "rounds": res["rounds"], "controller_round_share": res.get("controller_round_share"),
+                                "wall_clock_s": res.get("wall_clock_s")})
+    bertscore_settings = None
+    for runs in per_family.values():
+        for r in runs:
+            s = r["metrics"].get("settings", {}).get("bertscore") if isinstance(r["metrics"].get("settings"), dict) else None
+            if s:
+                bertscore_settings = s
+                break
+    return {
+        "name": cfg.get("name"),
+        "task": task,
+        "source_lang": cfg.get("data", {}).get("source_lang"),
+        "target_lang": cfg.get("data", {}).get("target_lang"),
+        "model": cfg.get("model", {}).get("name"),
+        "seeds": cfg.get("pipeline", {}).get("seeds"),
+        "metrics": metric_keys,
+        "rows": rows,
+        "controller": controllers,
+        "runtime": runtime,
+        "bertscore": bertscore_settings,
+    }
+
+
+def _runtime(root: Path) -> dict[str, Any]:
+    """Grid search (all points) vs GRASP (controller run + final run), per seed, in minutes."""
+    per_seed = []
+    for sdir in sorted(root.glob("seed_*")):
+        seed = sdir.name.split("_", 1)[1]
+        grid_summary = sdir / "grid" / "summary.json"
+        grasp_res, final_res = sdir / "grasp" / "result.json", sdir / "final" / "result.json"
+        entry: dict[str, Any] = {"seed": seed}
+        if grid_summary.exists():
+            g = read_json(grid_summary)
+            entry["grid_runs"] = g["runs"]
+            entry["grid_minutes"] = g["total_wall_clock_s"] / 60
+        if grasp_res.exists() and final_res.exists():
+            entry["grasp_runs"] = 2
+            entry["grasp_minutes"] = (read_json(grasp_res)["wall_clock_s"] + read_json(final_res)["wall_clock_s"]) / 60
+        if "grid_minutes" in entry and "grasp_minutes" in entry and entry["grasp_minutes"] > 0:
+            entry["speedup"] = entry["grid_minutes"] / entry["grasp_minutes"]
+        per_seed.append(entry)
+    return {"per_seed": per_seed}
+
+
+def _results_table(results: dict[str, Any]) -> str:
+    names = dict(TASK_METRICS[results["task"]])
+    head = ["system", "prune %"] + [names[k] for k in results["metrics"]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for row in results["rows"]:
+        ratio = row["ratio"]
+        prune = "–" if ratio["mean"] is None else _fmt({"mean": 100 * ratio["mean"],
+                                                       "std": None if ratio["std"] is None else 100 * ratio["std"]})
+        cells = [row["label"], prune] + [_fmt(row["metrics"][k]) for k in results["metrics"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _runtime_table(results: dict[str, Any]) -> str:
+    lines = ["| seed | grid runs | grid min | GRASP runs | GRASP min | speed-up |", "|---|---:|---:|---:|---:|---:|"]
+    for e in results["runtime"]["per_seed"]:
+        def f(key: str, spec: str = ".1f") -> str:
+            return format(e[key], spec) if key in e else "–"
+        speed = f"{e['speedup']:.2f}×" if "speedup" in e else "–"
+        lines.append(f"| {e['seed']} | {e.get('grid_runs', '–')} | {f('grid_minutes')} | {e.get('grasp_runs', '–')} "
+                     f"| {f('grasp_minutes')} | {speed} |")
+    return "\n".join(lines)
+
+
+def build_report(run_dir: str | Path) -> Path:
+    from grasp_lora.plots import plot_grid, plot_systems, plot_trajectory
+
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such run folder")
+    results = collect_results(root)
+    plots = []
+    seeds = sorted(root.glob("seed_*"))
+    if seeds:
+        first = seeds[0]
+        hist_path = first / "grasp" / "history.jsonl"
+        p_star = read_json(first / "grasp" / "result.json")["p_star"] if (first / "grasp" / "result.json").exists() else None
+        if hist_path.exists():
+            plot_trajectory(read_jsonl(hist_path), root / "trajectory.png", p_star=p_star,
+                            title=f"GRASP controller trajectory ({first.name})")
+            plots.append(("Controller trajectory", "trajectory.png"))
+        if (first / "grid" / "summary.json").exists():
+            g = read_json(first / "grid" / "summary.json")
+            plot_grid(g["points"], root / "grid.png", best_ratio=g["best_ratio"], p_star=p_star)
+            plots.append(("Grid search (validation loss per ratio, p* marked)", "grid.png"))
+    if results["rows"]:
+        names = dict(TASK_METRICS[results["task"]])
+        plot_systems(results["rows"], results["metrics"], root / "systems.png",
+                     title=f"{results['task']} {results['source_lang']}→{results['target_lang']} on the test split")
+        plots.append(("Systems on the test split", "systems.png"))
+        del names
+
+    env = environment_info()
+    lines = [
+        f"# GRASP LoRA report: {results['name']}",
+        "",
+        f"Task **{results['task']}**, {results['source_lang']} → {results['target_lang']}, base model "
+        f"`{results['model']}`, seeds {results['seeds']}. Scores are 0-100 on the target test split; "
+        "systems run over several seeds show mean ± std.",
+        "",
+        "## Results",
+        "",
+        _results_table(results),
+        "",
+    ]
+    if results["bertscore"]:
+        b = results["bertscore"]
+        lines += [f"BERTScore: {b}", ""]
+    if results["controller"]:
+        lines += ["## Controller", "", "| seed | p* | rule | rounds | round share of run |", "|---|---:|---|---:|---:|"]
+        for c in results["controller"]:
+            share = c.get("controller_round_share")
+            lines.append(f"| {c['seed']} | {c['p_star']:.4f} | {c['rule']} | {c['rounds']} | "
+                         f"{'–' if share is None else f'{100 * share:.1f}%'} |")
+        lines.append("")
+    lines += ["## Runtime: grid search vs GRASP", "", _runtime_table(results), "",
+              "GRASP = controller run + final run at p*; grid = one fixed-ratio run per grid ratio.", ""]
+    for title, name in plots:
+        lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    lines += ["## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()] + [""]
+    atomic_write_text(root / "report.md", "\n".join(lines))
+    write_json(root / "results.json", {**results, "environment": env})
+    return root / "report.md"
+
+
+def headline(run_dir: str | Path) -> str:
+    results = collect_results(run_dir)
+    return _results_table(results) + "\n\n" + _runtime_table(results)

@@ -1,0 +1,119 @@
+"""The controller run (SPEC 5): merged adapters trained at batch 1 x accumulation 1 while the GRPO
+controller learns a global prune ratio online; its output is p*, the rule that chose it, and the
+history of every round.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from grasp_lora.config import Config
+from grasp_lora.io import Timer, read_jsonl, write_json, write_manifest
+
+
+class EmptyMicroDevError(ValueError):
+    pass
+
+
+def run_grasp_search(
+    cfg: Config,
+    model,
+    tokenizer,
+    adapter_dirs: Sequence[str | Path],
+    train_rows: list[dict],
+    val_rows: list[dict],
+    micro_dev_rows: list[dict],
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    import torch
+
+    from grasp_lora.controller.grpo import GRPOController
+    from grasp_lora.controller.hook import GRPOHook, MaskedModelScorer
+    from grasp_lora.data.tokenize import encode_for_training
+    from grasp_lora.models.merged import factor_groups, merge_adapters
+    from grasp_lora.pruning.state import MaskState
+    from grasp_lora.training.loop import micro_dev_loss_fn, train
+
+    c = cfg.controller
+    micro_dev_rows = micro_dev_rows[: c.micro_dev_size]
+    if not micro_dev_rows:
+        raise EmptyMicroDevError(
+            "the micro-dev split is empty: the controller scores candidates on it "
+            "(set data.target_sizes.micro_dev >= 1 and re-run prepare)"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    history_path = out / "history.jsonl"
+    if history_path.exists():  # a previous, interrupted attempt: the run restarts from scratch
+        history_path.unlink()
+    timer = Timer()
+    started = time.perf_counter()
+    task, lang = cfg.data.task, cfg.data.target_lang
+    torch.manual_seed(cfg.train.seed)
+
+    info = merge_adapters(model, [str(d) for d in adapter_dirs], scaling=cfg.merge.scaling)
+    groups = factor_groups(model)
+    encode = lambda r: encode_for_training(tokenizer, task, lang, r, cfg.data.max_length)  # noqa: E731
+    train_set = [encode(r) for r in train_rows]
+    val_set = [encode(r) for r in val_rows]
+    micro_set = [encode(r) for r in micro_dev_rows]
+
+    mask_state = MaskState(groups)
+    controller = GRPOController(c)
+    optimizer_ref: dict[str, Any] = {}
+    scorer = MaskedModelScorer(
+        mask_state,
+        micro_dev_loss_fn(model, micro_set, c.score_batch_size),
+        lambda: optimizer_ref.get("optimizer"),
+        at_least_one=c.fidelity == "authors",
+    )
+    hook = GRPOHook(controller, scorer, mask_state, history_path=history_path)
+
+    class _OptimizerRef:  # hands the loop's optimizer to the scorer (it zeroes moments of pruned entries)
+        def on_train_start(self, state) -> None:
+            optimizer_ref["optimizer"] = state.optimizer
+
+        def on_optimizer_step(self, state) -> None:
+            optimizer_ref["optimizer"] = state.optimizer
+
+    train_cfg = replace(cfg.train, grad_accum=c.grad_accum)
+    result = train(
+        model, train_set, val_set, train_cfg, hooks=[_OptimizerRef(), hook], grad_accum=c.grad_accum,
+        log_path=out / "train_log.jsonl", progress=progress, timer=timer, seed=cfg.train.seed, desc="controller",
+    )
+
+    rule = c.resolved_p_star_rule()
+    p_star = controller.p_star(rule)
+    history = read_jsonl(history_path) if history_path.exists() else []
+    total = time.perf_counter() - started
+    summary = {
+        "p_star": p_star,
+        "p_star_rule": rule,
+        "fidelity": c.fidelity,
+        "rounds": len(history),
+        "final_p_c": controller.p_c,
+        "mu": controller.policy.mu,
+        "sigma": controller.policy.sigma,
+        "best_val_loss": result.best_val_loss,
+        "steps": result.steps,
+        "merge_c": info.scaling,
+        "seed": cfg.train.seed,
+        "controller_seed": c.seed,
+        "timings": timer.timings,
+        "wall_clock_s": total,
+        "controller_round_share": timer.timings.get("controller_rounds", 0.0) / total if total else 0.0,
+    }
+    write_json(out / "result.json", summary)
+    try:
+        from grasp_lora.plots import plot_trajectory
+
+        plot_trajectory(history, out / "trajectory.png", p_star=p_star, title=f"GRASP controller ({task} {lang})")
+    except ImportError:  # matplotlib is a dependency; a broken install should not lose the run
+        pass
+    write_manifest(out, stage="grasp", config=cfg.to_dict(), adapters=[str(d) for d in adapter_dirs], **summary)
+    return summary

@@ -1,0 +1,108 @@
+"""Merged-adapter fine-tunes: the final run, grid points and the adaptive-merge baseline (SPEC 3, 4, 6).
+
+All three are the same recipe: reload the frozen backbone and the original (unpruned) source and
+target adapters, merge them with every factor trainable, and train on the target language with
+the loop of stage 1. A fixed-ratio pruner hook (input-aware importance, re-zero after every
+optimizer step) is attached when a ratio is given.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from grasp_lora.config import Config
+from grasp_lora.io import Timer, write_json, write_manifest
+
+
+def attach_fixed_ratio_pruner(model, groups, ratio: float, cfg: Config, train_set: list[dict]):
+    """Build the fixed-ratio pruner with the configured source of input norms."""
+    from grasp_lora.pruning.input_norms import InputNormAccumulator, LayerInputHooks, find_decoder_layers
+    from grasp_lora.pruning.pruner import FixedRatioPruner, FullPassNorms, TrainForwardNorms
+    from grasp_lora.training.loss import per_example_losses
+
+    hooks = LayerInputHooks(find_decoder_layers(model), InputNormAccumulator())
+    if cfg.prune.importance_inputs == "train_forward":
+        source = TrainForwardNorms(hooks)
+    else:
+        # The authors' statistic: an extra no-grad forward over the whole training set per step.
+        def full_pass() -> None:
+            per_example_losses(model, train_set, cfg.train.eval_batch_size, targets_only=True)
+
+        source = FullPassNorms(hooks, full_pass)
+    at_least_one = cfg.controller.fidelity == "authors"
+    return FixedRatioPruner(groups, ratio, source, at_least_one=at_least_one), hooks
+
+
+def merged_finetune(
+    cfg: Config,
+    model,
+    tokenizer,
+    adapter_dirs: Sequence[str | Path],
+    train_rows: list[dict],
+    val_rows: list[dict],
+    out_dir: str | Path,
+    *,
+    ratio: float | None,
+    kind: str,
+    base_model_name: str,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train merged adapters (optionally pruned at `ratio`) and export a PEFT adapter to out_dir/adapter."""
+    import torch
+
+    from grasp_lora.data.tokenize import encode_for_training
+    from grasp_lora.models.export import export_peft
+    from grasp_lora.models.merged import factor_groups, merge_adapters
+    from grasp_lora.pruning.masks import sparsity
+    from grasp_lora.pruning.groups import all_factors
+    from grasp_lora.training.loop import train
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timer = Timer()
+    started = time.perf_counter()
+    task, lang = cfg.data.task, cfg.data.target_lang
+    torch.manual_seed(cfg.train.seed)
+
+    info = merge_adapters(model, [str(d) for d in adapter_dirs], scaling=cfg.merge.scaling)
+    groups = factor_groups(model)
+    train_set = [encode_for_training(tokenizer, task, lang, r, cfg.data.max_length) for r in train_rows]
+    val_set = [encode_for_training(tokenizer, task, lang, r, cfg.data.max_length) for r in val_rows]
+
+    hooks = []
+    layer_hooks = None
+    if ratio is not None:
+        pruner, layer_hooks = attach_fixed_ratio_pruner(model, groups, ratio, cfg, train_set)
+        hooks.append(pruner)
+    try:
+        result = train(
+            model, train_set, val_set, cfg.train, hooks=hooks, log_path=out / "train_log.jsonl",
+            progress=progress, timer=timer, seed=cfg.train.seed, desc=f"{kind}",
+        )
+    finally:
+        if layer_hooks is not None:
+            layer_hooks.remove()
+
+    real_sparsity = float(sparsity(all_factors(groups)))
+    with timer.phase("export"):
+        export_peft(model, out / "adapter", base_model_name)
+    summary = {
+        "kind": kind,
+        "ratio": ratio,
+        "real_sparsity": real_sparsity,
+        "best_val_loss": result.best_val_loss,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "merge_scaling": cfg.merge.scaling,
+        "merge_c": info.scaling,
+        "importance_inputs": cfg.prune.importance_inputs if ratio is not None else None,
+        "seed": cfg.train.seed,
+        "timings": timer.timings,
+        "wall_clock_s": time.perf_counter() - started,
+    }
+    write_json(out / "result.json", summary)
+    write_manifest(out, stage=kind, config=cfg.to_dict(), adapters=[str(d) for d in adapter_dirs], **summary)
+    return summary

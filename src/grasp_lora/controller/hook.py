@@ -1,0 +1,131 @@
+"""Glue between the GRPO controller and the training loop (the hook protocol, ARCHITECTURE.md).
+
+- `MaskedModelScorer`: a `RatioScorer` over a `MaskState` with magnitude importance; the
+  micro-dev loss is injected (`evaluate_loss`, all-reduced across processes by the loop).
+- `GRPOHook`: after every optimizer step re-zeroes the committed entries, and every K-th step
+  runs a controller round and appends its record to the history JSONL (main process only).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from grasp_lora.controller.grpo import GRPOController, RatioScorer
+from grasp_lora.io import append_jsonl
+from grasp_lora.pruning.importance import magnitude_importance
+from grasp_lora.pruning.masks import mask_from_order, prune_order
+from grasp_lora.pruning.state import MaskState
+
+__all__ = ["MaskedModelScorer", "GRPOHook", "is_main_process"]
+
+
+class MaskedModelScorer:
+    """RatioScorer: magnitude importance over the factors of `mask_state.groups`.
+
+    Importance is |w| of the current weights, committed entries included (they are zero, so a
+    candidate at a ratio >= the committed one keeps the committed mask and prunes more; one below
+    it releases committed entries, lowest index first among the zeros). Each refresh sorts every
+    factor once; the candidates of a round only slice those orders.
+    """
+
+    def __init__(
+        self,
+        mask_state: MaskState,
+        evaluate_loss: Callable[[], float],
+        optimizer_getter: Callable[[], Optional[torch.optim.Optimizer]],
+        at_least_one: bool = False,
+    ) -> None:
+        self.mask_state = mask_state
+        self.evaluate_loss = evaluate_loss
+        self.optimizer_getter = optimizer_getter
+        self.at_least_one = at_least_one
+        self._orders: Optional[list[torch.Tensor]] = None
+        self.refreshes = 0
+
+    def _masks(self, ratio: float) -> list[torch.Tensor]:
+        if self._orders is None:
+            raise RuntimeError("importance not computed yet: call refresh_importance() first")
+        return [
+            mask_from_order(o, p.shape, ratio, self.at_least_one)
+            for o, p in zip(self._orders, self.mask_state.factors)
+        ]
+
+    def committed_loss(self) -> float:
+        return float(self.evaluate_loss())
+
+    def refresh_importance(self) -> None:
+        self._orders = [prune_order(magnitude_importance(p)) for p in self.mask_state.factors]
+        self.refreshes += 1
+
+    def candidate_loss(self, ratio: float) -> float:
+        with self.mask_state.candidate(self._masks(ratio)):
+            return float(self.evaluate_loss())
+
+    def commit(self, ratio: float) -> float:
+        self.mask_state.commit(self._masks(ratio), optimizer=self.optimizer_getter(), ratio=ratio)
+        return self.mask_state.committed_sparsity()
+
+    def state_dict(self) -> dict[str, Any]:
+        # The cached ranking matters on resume under fidelity authors (importance from round 1).
+        return {"orders": None if self._orders is None else [o.cpu() for o in self._orders], "refreshes": self.refreshes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        orders = state.get("orders")
+        self._orders = None if orders is None else [
+            torch.as_tensor(o).to(p.device) for o, p in zip(orders, self.mask_state.factors, strict=True)
+        ]
+        self.refreshes = int(state.get("refreshes", 0))
+
+
+def is_main_process(state: Any) -> bool:
+    acc = getattr(state, "accelerator", None)
+    return True if acc is None else bool(getattr(acc, "is_main_process", True))
+
+
+class GRPOHook:
+    """Training-loop hook running the controller every `controller.cfg.every_k_steps` steps."""
+
+    def __init__(
+        self,
+        controller: GRPOController,
+        scorer: RatioScorer,
+        mask_state: MaskState,
+        history_path: Optional[str | Path] = None,
+    ) -> None:
+        self.controller = controller
+        self.scorer = scorer
+        self.mask_state = mask_state
+        self.history_path = Path(history_path) if history_path is not None else None
+        self.every_k = int(controller.cfg.every_k_steps)
+
+    def on_train_start(self, state: Any) -> None:
+        self.mask_state.rezero()  # a resumed run starts from the committed mask
+
+    def on_optimizer_step(self, state: Any) -> None:
+        # Gradients revive committed entries at every step; put the mask back first, so that the
+        # round below (and the next forward) sees the committed model.
+        self.mask_state.rezero()
+        step = int(state.step)
+        if step <= 0 or step % self.every_k != 0:
+            return
+        timer = getattr(state, "timer", None)
+        with timer.phase("controller_rounds") if timer is not None else nullcontext():
+            record = self.controller.run_round(step, self.scorer)
+        if self.history_path is not None and is_main_process(state):
+            append_jsonl(self.history_path, record)
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"controller": self.controller.state_dict(), "mask_state": self.mask_state.state_dict()}
+        if hasattr(self.scorer, "state_dict"):
+            out["scorer"] = self.scorer.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.controller.load_state_dict(state["controller"])
+        self.mask_state.load_state_dict(state["mask_state"])
+        if "scorer" in state and hasattr(self.scorer, "load_state_dict"):
+            self.scorer.load_state_dict(state["scorer"])

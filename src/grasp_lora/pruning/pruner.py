@@ -1,0 +1,228 @@
+"""Fixed-ratio pruning during training (SPEC 4, 6): the grid-search runs and the final run.
+
+After EVERY optimizer step, input-aware importance is recomputed for each A_i and B_i of each
+module from that module's decoder-layer input norms, and the floor(p*n) least important entries of
+each tensor are zeroed. Nothing is stashed: gradients may revive an entry and a later step may
+prune it again (the authors' behaviour).
+
+Input norms come from a norms source (`norms_for_step() -> {layer_index: n}`):
+- `TrainForwardNorms` (`importance_inputs: train_forward`, default): accumulated by forward
+  pre-hooks during the training forwards since the last optimizer step; no extra forward.
+- `FullPassNorms` (`importance_inputs: full_pass`, the authors): an extra no-grad forward over the
+  whole training set after each step, through a callable the training code provides.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Callable, Optional, Protocol
+
+import torch
+
+from grasp_lora.pruning.groups import FactorGroup
+from grasp_lora.pruning.importance import input_aware_importance, magnitude_importance
+from grasp_lora.pruning.input_norms import LayerInputHooks
+from grasp_lora.pruning.masks import check_ratio, prune_mask
+
+__all__ = [
+    "NormsSource",
+    "TrainForwardNorms",
+    "FullPassNorms",
+    "GroupImportanceFn",
+    "magnitude_group_importance",
+    "input_aware_group_importance",
+    "compute_masks",
+    "zero_masks_at_ratio",
+    "FixedRatioPruner",
+    "make_norms_source",
+]
+
+ReduceFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class NormsSource(Protocol):
+    def norms_for_step(self) -> dict[int, torch.Tensor]: ...
+
+
+def _collect(hooks: LayerInputHooks, reduce_sum: Optional[ReduceFn]) -> dict[int, torch.Tensor]:
+    acc = hooks.accumulator
+    layers = acc.layers()
+    if not layers:
+        return {}
+    sums = [acc.sum_of_squares(i) for i in layers]
+    if reduce_sum is not None:
+        # One collective for all layers: every process must hold the same statistic, or the
+        # processes would prune different entries. Sums of squares add across processes.
+        sizes = [s.numel() for s in sums]
+        home = sums[0].device  # layers may sit on several devices (device_map); gather on one
+        flat = reduce_sum(torch.cat([s.reshape(-1).to(home) for s in sums]))
+        sums = list(torch.split(flat, sizes))
+    return {i: s.clamp_min(0).sqrt() for i, s in zip(layers, sums)}
+
+
+class TrainForwardNorms:
+    """Norms from the training forwards since the last optimizer step (then reset).
+
+    The hooks are enabled here and count only forwards run with autograd enabled (the training
+    forwards), so evaluation passes under no_grad never leak into the statistic.
+    `reduce_sum`: e.g. `lambda t: accelerator.reduce(t, "sum")` with several processes.
+    """
+
+    def __init__(self, hooks: LayerInputHooks, reduce_sum: Optional[ReduceFn] = None) -> None:
+        self.hooks = hooks
+        self.reduce_sum = reduce_sum
+        hooks.grad_forwards_only = True
+        hooks.enable()
+
+    def on_train_start(self) -> None:
+        self.hooks.accumulator.reset()  # nothing before the first training forward counts
+        self.hooks.grad_forwards_only = True
+        self.hooks.enable()
+
+    def on_train_end(self) -> None:
+        self.hooks.disable()
+
+    def norms_for_step(self) -> dict[int, torch.Tensor]:
+        norms = _collect(self.hooks, self.reduce_sum)
+        self.hooks.accumulator.reset()
+        if not norms:
+            raise RuntimeError(
+                "input-aware pruning: the decoder-layer hooks saw no training forward since the last "
+                "optimizer step (were the hooks registered on this model's decoder layers?)"
+            )
+        return norms
+
+
+class FullPassNorms:
+    """The authors' statistic: an extra forward over the whole training set after each step.
+
+    `run_full_pass()` runs that forward (no grad, any batching); the hooks are enabled only
+    for its duration.
+    """
+
+    def __init__(
+        self, hooks: LayerInputHooks, run_full_pass: Callable[[], None], reduce_sum: Optional[ReduceFn] = None
+    ) -> None:
+        self.hooks = hooks
+        self.run_full_pass = run_full_pass
+        self.reduce_sum = reduce_sum
+        hooks.disable()
+
+    def on_train_start(self) -> None:
+        self.hooks.disable()
+
+    def on_train_end(self) -> None:
+        self.hooks.disable()
+
+    def norms_for_step(self) -> dict[int, torch.Tensor]:
+        self.hooks.accumulator.reset()
+        self.hooks.grad_forwards_only = False  # the pass runs under no_grad
+        self.hooks.enable()
+        try:
+            self.run_full_pass()
+        finally:
+            self.hooks.disable()
+        norms = _collect(self.hooks, self.reduce_sum)
+        self.hooks.accumulator.reset()
+        if not norms:
+            raise RuntimeError("input-aware pruning: the full pass reached no decoder layer")
+        return norms
+
+
+def make_norms_source(
+    kind: str,
+    hooks: LayerInputHooks,
+    run_full_pass: Optional[Callable[[], None]] = None,
+    reduce_sum: Optional[ReduceFn] = None,
+) -> NormsSource:
+    """`prune.importance_inputs` -> a norms source."""
+    if kind == "train_forward":
+        return TrainForwardNorms(hooks, reduce_sum)
+    if kind == "full_pass":
+        if run_full_pass is None:
+            raise ValueError("importance_inputs full_pass needs run_full_pass (a forward over the training set)")
+        return FullPassNorms(hooks, run_full_pass, reduce_sum)
+    raise ValueError(f"importance_inputs: expected train_forward or full_pass, got {kind!r}")
+
+
+# -- masks for groups ---------------------------------------------------------------------------
+# An importance function maps a group to (importances of its A's, importances of its B's).
+GroupImportanceFn = Callable[[FactorGroup], tuple[list[torch.Tensor], list[torch.Tensor]]]
+
+
+def magnitude_group_importance(group: FactorGroup) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    return [magnitude_importance(a) for a in group.A], [magnitude_importance(b) for b in group.B]
+
+
+def input_aware_group_importance(norms: dict[int, torch.Tensor]) -> GroupImportanceFn:
+    """Input-aware importance of each adapter i of a group, with its decoder layer's norms."""
+
+    def fn(group: FactorGroup) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if group.layer_index not in norms:
+            raise KeyError(f"{group.name}: no input norms for decoder layer {group.layer_index}")
+        n = norms[group.layer_index]
+        pairs = [input_aware_importance(a, b, n) for a, b in zip(group.A, group.B, strict=True)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    return fn
+
+
+def compute_masks(
+    groups: list[FactorGroup], ratio: float, importance_fn: GroupImportanceFn, at_least_one: bool = False
+) -> list[torch.Tensor]:
+    """Masks (True = pruned) in all_factors order. All importances of a group are computed
+    before any of its factors is zeroed (I(A) depends on B and vice versa)."""
+    check_ratio(ratio)
+    masks: list[torch.Tensor] = []
+    for g in groups:
+        imp_a, imp_b = importance_fn(g)
+        for imp, p in zip([*imp_a, *imp_b], g.factors(), strict=True):
+            masks.append(prune_mask(imp, ratio, at_least_one).to(p.device))
+    return masks
+
+
+def zero_masks_at_ratio(
+    groups: list[FactorGroup], ratio: float, importance_fn: GroupImportanceFn, at_least_one: bool = False
+) -> list[torch.Tensor]:
+    """Compute the masks at `ratio` and zero those entries in place; returns the masks."""
+    masks = compute_masks(groups, ratio, importance_fn, at_least_one)
+    params = [p for g in groups for p in g.factors()]
+    with torch.no_grad():
+        for p, m in zip(params, masks):
+            p.masked_fill_(m, 0)
+    return masks
+
+
+class FixedRatioPruner:
+    """Training-loop hook: input-aware pruning at a fixed ratio after every optimizer step."""
+
+    def __init__(
+        self, groups: list[FactorGroup], ratio: float, norms_source: NormsSource, at_least_one: bool = False
+    ) -> None:
+        self.groups = groups
+        self.ratio = check_ratio(ratio)
+        self.norms_source = norms_source
+        self.at_least_one = at_least_one
+        self.steps_pruned = 0
+
+    def on_train_start(self, state: Any) -> None:
+        start = getattr(self.norms_source, "on_train_start", None)
+        if start is not None:
+            start()
+
+    def on_train_end(self, state: Any) -> None:
+        end = getattr(self.norms_source, "on_train_end", None)
+        if end is not None:
+            end()
+
+    def on_optimizer_step(self, state: Any) -> None:
+        timer = getattr(state, "timer", None)
+        with timer.phase("pruning") if timer is not None else nullcontext():
+            self.prune(self.norms_source.norms_for_step())
+
+    def prune(self, norms: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        self.steps_pruned += 1
+        if self.ratio == 0.0 and not self.at_least_one:
+            # floor(0 * n) = 0 everywhere: nothing to zero, skip the dW products.
+            return [torch.zeros(p.shape, dtype=torch.bool, device=p.device) for g in self.groups for p in g.factors()]
+        return zero_masks_at_ratio(self.groups, self.ratio, input_aware_group_importance(norms), self.at_least_one)

@@ -1,0 +1,71 @@
+"""Split sizes (SPEC section 1) and the seeded, disjoint split of a pool.
+
+The pool is shuffled with `random.Random(seed)` and cut into consecutive slices in the order
+train, val, micro_dev, test, so the splits are disjoint by construction and the same seed on the
+same pool always gives the same splits. Rows beyond the requested sizes are simply unused.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence, TypeVar
+
+from grasp_lora.config import SplitSizes
+from grasp_lora.data.tasks import get_task
+
+SPLITS = ("train", "val", "micro_dev", "test")
+
+T = TypeVar("T")
+
+# SPEC 1: the high-resource source language uses large splits and no micro-dev set; every other
+# language is the few-shot target (50 / 50 / 16 / 100).
+_SOURCE_SIZES = {
+    "mlqa": SplitSizes(train=3030, val=315, micro_dev=0, test=315),
+    "xlsum": SplitSizes(train=10000, val=1000, micro_dev=0, test=1000),
+}
+
+
+class SplitError(ValueError):
+    """The pool cannot provide the requested split sizes."""
+
+
+def default_sizes(task: str, lang: str) -> SplitSizes:
+    """The SPEC table's sizes for `task` in `lang` (English: the source sizes)."""
+    spec = get_task(task)
+    if lang == "en" and spec.name in _SOURCE_SIZES:
+        s = _SOURCE_SIZES[spec.name]
+        return SplitSizes(train=s.train, val=s.val, micro_dev=s.micro_dev, test=s.test)
+    return SplitSizes(train=50, val=50, micro_dev=16, test=100)
+
+
+def sizes_dict(sizes: SplitSizes) -> dict[str, int]:
+    return {name: int(getattr(sizes, name)) for name in SPLITS}
+
+
+def make_splits(
+    pool: Sequence[T], sizes: SplitSizes, seed: int, *, config_key: str = "the split sizes"
+) -> dict[str, list[T]]:
+    """{"train", "val", "micro_dev", "test"} drawn from a seeded shuffle of `pool`.
+
+    `config_key` names the setting to lower in the error (e.g. "data.target_sizes").
+    """
+    wanted = sizes_dict(sizes)
+    for name, n in wanted.items():
+        if n < 0:
+            raise SplitError(f"{config_key}.{name}: must be >= 0, got {n}")
+    need = sum(wanted.values())
+    if need > len(pool):
+        detail = " + ".join(f"{name} {n}" for name, n in wanted.items())
+        raise SplitError(
+            f"the pool has {len(pool)} examples but the splits need {need} ({detail}); lower "
+            f"{config_key}.train / .val / .micro_dev / .test by {need - len(pool)} in total, or "
+            f"use a larger data source"
+        )
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    out: dict[str, list[Any]] = {}
+    start = 0
+    for name in SPLITS:
+        out[name] = [pool[i] for i in order[start:start + wanted[name]]]
+        start += wanted[name]
+    return out

@@ -1,0 +1,113 @@
+"""Token ids for training (prompt masked, loss on target + EOS) and for generation.
+
+A training example is `BOS + prompt` followed by `target + EOS` (SPEC 1); labels are -100 on
+BOS and the prompt, and the token ids on the target and EOS. Prompt and target are tokenized
+separately with `add_special_tokens=False` and BOS / EOS ids are added here, so the result is the
+same for tokenizers with or without a BOS post-processor (Gemma, Llama) and a tokenizer without a
+BOS token simply gets none.
+
+Truncation ("the prompt is cut and the answer cue re-appended"): when the example is longer than
+`max_length`, the prompt is split around its long field (`context` for QA, `article` for
+summaries) into head / long / tail, each tokenized on its own, and only the long field is cut, at
+the token level, keeping its beginning. Everything after it survives whole: for QA the question
+and the cue, for summaries the cue. The prompt therefore always ends with the answer cue, and
+the question is never lost. When the prompt fits, the whole prompt is tokenized in one piece (so
+it equals `tokenizer.encode(build_prompt(...))`).
+If even the target does not fit next to the prompt with an empty long field, the target is cut
+as well and then gets no EOS (its text did not end there; an EOS would teach the model to stop
+mid-sentence). A prompt whose fixed part (instruction, question, cue) alone exceeds the limit is
+an error naming the example.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from grasp_lora.data.tasks import build_prompt, get_task, prompt_parts, target_text
+
+IGNORE_INDEX = -100
+
+
+class TokenizeError(ValueError):
+    """An example cannot be encoded within the limit, or the tokenizer lacks a needed token."""
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    if not text:
+        return []
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return [int(bos)] if bos is not None else []
+
+
+def _eos(tokenizer: Any) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise TokenizeError("the tokenizer has no EOS token; set tokenizer.eos_token before encoding training data")
+    return int(eos)
+
+
+def _fixed_too_long(task: str, lang: str, example: Mapping[str, Any], need: int, limit: int, what: str) -> TokenizeError:
+    spec = get_task(task)
+    return TokenizeError(
+        f"example {example.get('id', '?')!r} ({task}/{lang}): the prompt without its {spec.long_field} "
+        f"needs {need} tokens but {what} allows {limit}; raise the limit or shorten the example"
+    )
+
+
+def _fit_prompt(tokenizer: Any, task: str, lang: str, example: Mapping[str, Any], budget: int) -> list[int] | None:
+    """Prompt ids (no BOS) within `budget` tokens, cutting only the long field; None if impossible."""
+    whole = _ids(tokenizer, build_prompt(task, lang, example))
+    if len(whole) <= budget:
+        return whole
+    head, long_text, tail = prompt_parts(task, lang, example)
+    h, l, t = _ids(tokenizer, head), _ids(tokenizer, long_text), _ids(tokenizer, tail)
+    room = budget - len(h) - len(t)
+    if room < 0:
+        return None
+    return h + l[:room] + t
+
+
+def _fixed_prompt(tokenizer: Any, task: str, lang: str, example: Mapping[str, Any]) -> list[int]:
+    """The prompt with its long field emptied: the shortest prompt truncation can produce."""
+    head, _, tail = prompt_parts(task, lang, example)
+    return _ids(tokenizer, head) + _ids(tokenizer, tail)
+
+
+def encode_for_training(
+    tokenizer: Any, task: str, lang: str, example: Mapping[str, Any], max_length: int
+) -> dict[str, list[int]]:
+    """{"input_ids", "labels"} for one example, at most `max_length` tokens (see module doc)."""
+    bos, eos = _bos(tokenizer), _eos(tokenizer)
+    target = _ids(tokenizer, target_text(task, example))
+    if not target:
+        raise TokenizeError(f"example {example.get('id', '?')!r}: the target tokenizes to nothing")
+    prompt = _fit_prompt(tokenizer, task, lang, example, max_length - len(bos) - len(target) - 1)
+    tail = target + [eos]
+    if prompt is None:
+        # The target alone is too long: empty the long field and cut the target to what is left.
+        prompt = _fixed_prompt(tokenizer, task, lang, example)
+        room = max_length - len(bos) - len(prompt)
+        if room < 1:
+            raise _fixed_too_long(task, lang, example, len(bos) + len(prompt) + 1, max_length,
+                                  "data.max_length (with one target token)")
+        tail = target[:room]
+    input_ids = bos + prompt + tail
+    labels = [IGNORE_INDEX] * (len(bos) + len(prompt)) + list(tail)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def encode_prompt(
+    tokenizer: Any, task: str, lang: str, example: Mapping[str, Any], max_prompt_tokens: int
+) -> list[int]:
+    """BOS + prompt for generation, at most `max_prompt_tokens` (long field cut, cue kept)."""
+    bos = _bos(tokenizer)
+    prompt = _fit_prompt(tokenizer, task, lang, example, max_prompt_tokens - len(bos))
+    if prompt is None:
+        need = len(bos) + len(_fixed_prompt(tokenizer, task, lang, example))
+        raise _fixed_too_long(task, lang, example, need, max_prompt_tokens,
+                              "the prompt budget (data.max_total_generation minus max_new_tokens)")
+    return bos + prompt

@@ -1,0 +1,101 @@
+"""Split sizes, seeded disjoint splits and the prepare stage (files, manifest, determinism)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grasp_lora.config import Config, DataConfig, SplitSizes
+from grasp_lora.data.prepare import load_split, prepare_data
+from grasp_lora.data.splits import SPLITS, SplitError, default_sizes, make_splits
+from grasp_lora.io import file_sha256, read_json
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+
+
+def test_default_sizes_follow_the_spec_table():
+    assert default_sizes("mlqa", "en") == SplitSizes(3030, 315, 0, 315)
+    assert default_sizes("xlsum", "en") == SplitSizes(10000, 1000, 0, 1000)
+    for task in ("mlqa", "xlsum"):
+        for lang in ("ar", "zh"):
+            assert default_sizes(task, lang) == SplitSizes(50, 50, 16, 100)
+
+
+def test_make_splits_sizes_disjoint_and_covering_the_requested_count():
+    pool = list(range(100))
+    splits = make_splits(pool, SplitSizes(train=40, val=20, micro_dev=8, test=30), seed=42)
+    assert [len(splits[s]) for s in SPLITS] == [40, 20, 8, 30]
+    used = [x for s in SPLITS for x in splits[s]]
+    assert len(set(used)) == len(used) == 98  # disjoint
+    assert splits["train"] != sorted(splits["train"])  # actually shuffled
+
+
+def test_make_splits_deterministic_per_seed():
+    pool = [f"row{i}" for i in range(60)]
+    sizes = SplitSizes(train=20, val=10, micro_dev=5, test=10)
+    assert make_splits(pool, sizes, seed=7) == make_splits(list(pool), sizes, seed=7)
+    assert make_splits(pool, sizes, seed=7)["train"] != make_splits(pool, sizes, seed=8)["train"]
+
+
+def test_make_splits_pool_too_small_message():
+    with pytest.raises(SplitError) as e:
+        make_splits(list(range(120)), SplitSizes(50, 50, 16, 100), seed=42, config_key="data.target_sizes")
+    msg = str(e.value)
+    assert "pool has 120 examples but the splits need 216" in msg
+    assert "train 50 + val 50 + micro_dev 16 + test 100" in msg
+    assert "data.target_sizes.train" in msg and "by 96" in msg
+
+
+def _cfg(tmp_seed: int = 42, **data) -> Config:
+    base = dict(task="mlqa", source_lang="en", target_lang="ar", source_data="demo", target_data="demo",
+                seed=tmp_seed, source_sizes=SplitSizes(30, 10, 0, 0), target_sizes=SplitSizes(20, 10, 8, 15))
+    base.update(data)
+    return Config(data=DataConfig(**base))
+
+
+def test_prepare_writes_every_split_and_a_manifest(tmp_path):
+    manifest = prepare_data(_cfg(), tmp_path)
+    for lang, counts in (("en", [30, 10, 0, 0]), ("ar", [20, 10, 8, 15])):
+        assert [len(load_split(tmp_path, lang, s)) for s in SPLITS] == counts
+        for s in SPLITS:
+            assert (tmp_path / lang / f"{s}.jsonl").is_file()  # empty splits are written too
+    assert (tmp_path / "en" / "test.jsonl").read_bytes() == b""
+    on_disk = read_json(tmp_path / "manifest.json")
+    assert on_disk["status"] == "complete" and on_disk["seed"] == 42 and on_disk["task"] == "mlqa"
+    ar = on_disk["languages"]["ar"]
+    assert ar["role"] == "target" and ar["source"] == "demo" and ar["counts"]["micro_dev"] == 8
+    assert ar["files"]["train"]["sha256"] == file_sha256(tmp_path / "ar" / "train.jsonl")
+    assert ar["load_report"] == "loaded 360 of 360 rows from demo"
+    assert manifest["languages"]["en"]["role"] == "source"
+    train_ids = {r["id"] for r in load_split(tmp_path, "ar", "train")}
+    test_ids = {r["id"] for r in load_split(tmp_path, "ar", "test")}
+    assert not train_ids & test_ids
+
+
+def test_prepare_is_byte_identical_for_the_same_seed(tmp_path):
+    prepare_data(_cfg(), tmp_path / "a")
+    prepare_data(_cfg(), tmp_path / "b")
+    prepare_data(_cfg(tmp_seed=1337), tmp_path / "c")
+    for lang in ("en", "ar"):
+        for s in SPLITS:
+            assert (tmp_path / "a" / lang / f"{s}.jsonl").read_bytes() == (tmp_path / "b" / lang / f"{s}.jsonl").read_bytes()
+    assert (tmp_path / "a" / "ar" / "train.jsonl").read_bytes() != (tmp_path / "c" / "ar" / "train.jsonl").read_bytes()
+
+
+def test_prepare_defaults_sizes_and_reports_pool_too_small(tmp_path):
+    # Default target sizes (50/50/16/100 = 216) fit the demo pool; a 4-row local file cannot.
+    cfg = _cfg(target_sizes=None, source_data=str(FIX / "mlqa_en.json"), source_sizes=SplitSizes(2, 1, 0, 1))
+    manifest = prepare_data(cfg, tmp_path)
+    assert manifest["languages"]["ar"]["counts"] == {"train": 50, "val": 50, "micro_dev": 16, "test": 100}
+    assert manifest["languages"]["en"]["load_report"].endswith("skipped 1 answer not in context, 1 empty question")
+    big = _cfg(source_data=str(FIX / "mlqa_en.json"), source_sizes=SplitSizes(3, 1, 0, 1))
+    with pytest.raises(SplitError, match=r"pool has 4 examples but the splits need 5 .*data\.source_sizes\.train"):
+        prepare_data(big, tmp_path / "x")
+
+
+def test_load_split_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the prepare stage first"):
+        load_split(tmp_path, "ar", "train")
+    with pytest.raises(ValueError, match=r"unknown split 'dev' \(known: train, val, micro_dev, test\)"):
+        load_split(tmp_path, "ar", "dev")

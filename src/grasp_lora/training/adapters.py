@@ -1,0 +1,169 @@
+"""Stage 1: one PEFT LoRA adapter per (task, language) on the frozen base (SPEC 2).
+
+The output folder is a standard PEFT adapter (adapter_config.json + adapter_model.safetensors),
+loadable with `peft.PeftModel.from_pretrained(base, folder)` and no grasp-lora code, plus our
+`manifest.json` (config, seed, versions, per-epoch losses, wall-clock, base model, data hashes)
+and the per-step training log. The folder appears only when complete: everything is written
+into a temporary sibling, which is renamed into place last.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+
+from grasp_lora.config import Config
+from grasp_lora.io import MANIFEST, Timer, write_manifest
+from grasp_lora.training.loop import train
+
+TRAIN_LOG = "train_log.jsonl"
+
+
+def peft_lora_config(cfg: Config, base_model_name: Optional[str] = None) -> Any:
+    from peft import LoraConfig
+
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    if base_model_name is not None:
+        lora.base_model_name_or_path = base_model_name
+    return lora
+
+
+def encode_rows(
+    tokenizer: Any, rows: Sequence[Mapping[str, Any]], task: str, lang: str, max_length: int
+) -> list[dict[str, list[int]]]:
+    """Encode prepared rows; rows that are already encoded (input_ids + labels) pass through."""
+    from grasp_lora.data.tokenize import encode_for_training
+
+    out = []
+    for row in rows:
+        if "input_ids" in row and "labels" in row:
+            out.append({"input_ids": list(row["input_ids"]), "labels": list(row["labels"])})
+        else:
+            out.append(encode_for_training(tokenizer, task, lang, row, max_length))
+    return out
+
+
+def _is_main_process(accelerator: Any) -> bool:
+    if accelerator is not None:
+        return bool(accelerator.is_main_process)
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _wait(accelerator: Any) -> None:
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    else:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+def train_adapter(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    train_rows: Sequence[Mapping[str, Any]],
+    val_rows: Sequence[Mapping[str, Any]],
+    task: str,
+    lang: str,
+    cfg: Config,
+    out_dir: str | Path,
+    base_model_name: str,
+    *,
+    data_hashes: Optional[dict[str, str]] = None,
+    accelerator: Any = None,
+    progress: bool = True,
+    unload: bool = True,
+) -> dict[str, Any]:
+    """Train one LoRA adapter on `model` (frozen) and write it to `out_dir`; returns the manifest.
+
+    `get_peft_model` injects LoRA layers into `model` in place. With `unload` (default) they are
+    removed again after saving, so the caller's base model is pristine for the next language; with
+    `unload=False` the model keeps the trained (best-epoch) adapter active, e.g. to evaluate it
+    right away.
+    """
+    from accelerate.utils import set_seed
+    from peft import get_peft_model
+
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    timer = Timer()
+    seed = cfg.train.seed
+    # Python, NumPy and torch (CPU and CUDA): LoRA's A init is random, and so is dropout.
+    set_seed(seed)
+
+    with timer.phase("tokenize"):
+        train_set = encode_rows(tokenizer, train_rows, task, lang, cfg.data.max_length)
+        val_set = encode_rows(tokenizer, val_rows, task, lang, cfg.data.max_length)
+
+    for p in model.parameters():
+        p.requires_grad_(False)  # the backbone stays frozen whatever the caller left on
+    peft_model = get_peft_model(model, peft_lora_config(cfg, base_model_name))
+
+    main = _is_main_process(accelerator)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    if main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    _wait(accelerator)
+
+    result = train(
+        peft_model, train_set, val_set, cfg.train,
+        log_path=str(tmp / TRAIN_LOG), progress=progress, accelerator=accelerator, timer=timer, seed=seed,
+    )
+
+    manifest: dict[str, Any] = {}
+    if main:
+        with timer.phase("save"):
+            # The loop restored the best epoch's weights; those are what we save.
+            peft_model.save_pretrained(str(tmp), safe_serialization=True)
+        timings = dict(timer.timings)
+        timings["total"] = time.perf_counter() - t0
+        manifest = write_manifest(
+            tmp,
+            stage="train_adapter",
+            task=task,
+            lang=lang,
+            base_model=base_model_name,
+            seed=seed,
+            lora={"r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
+                  "target_modules": list(cfg.lora.target_modules)},
+            config=cfg.to_dict(),
+            n_train=len(train_set),
+            n_val=len(val_set),
+            train_target_tokens=sum(sum(1 for x in ex["labels"] if x != -100) for ex in train_set),
+            epochs=result.epochs,
+            best_epoch=result.best_epoch,
+            best_val_loss=result.best_val_loss,
+            steps=result.steps,
+            stopped_early=result.stopped_early,
+            timings=timings,
+            wall_clock_seconds=timings["total"],
+            data_hashes=dict(data_hashes or {}),
+            files=sorted(p.name for p in tmp.iterdir()) + [MANIFEST],
+        )
+        # A leftover incomplete out_dir (an earlier crash) is replaced; a rename onto a non-empty
+        # directory is not possible, so remove it first. The manifest inside tmp is written last,
+        # so an out_dir that exists is always complete.
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    _wait(accelerator)
+
+    if unload:
+        peft_model.unload()  # strips the LoRA layers from `model` in place
+    return manifest

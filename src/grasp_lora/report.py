@@ -141,7 +141,7 @@ def _results_table(results: dict[str, Any]) -> str:
 def _runtime_table(results: dict[str, Any]) -> str:
     lines = ["| seed | grid runs | grid min | GRASP runs | GRASP min | speed-up |", "|---|---:|---:|---:|---:|---:|"]
     for e in results["runtime"]["per_seed"]:
-        def f(key: str, spec: str = ".1f") -> str:
+        def f(key: str, spec: str = ".2f") -> str:
             return format(e[key], spec) if key in e else "–"
         speed = f"{e['speedup']:.2f}×" if "speedup" in e else "–"
         lines.append(f"| {e['seed']} | {e.get('grid_runs', '–')} | {f('grid_minutes')} | {e.get('grasp_runs', '–')} "

@@ -1,0 +1,118 @@
+"""End to end: the whole pipeline through the CLI on a tiny model, and resume after kills."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import TINY_OVERRIDES, cli_env, run_cli
+
+
+def _comparable(results_json: Path) -> dict:
+    """The parts of results.json that must not depend on interruptions (timings may)."""
+    r = json.loads(results_json.read_text())
+    return {
+        "rows": [{k: row[k] for k in ("family", "systems", "ratio", "metrics")} for row in r["rows"]],
+        "controller": [{k: c[k] for k in ("seed", "p_star", "rule", "rounds")} for c in r["controller"]],
+    }
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    run_dir = root / "run"
+    proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run_dir), "--quiet"], root / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, run_dir, proc
+
+
+def test_pipeline_writes_every_artefact(reference_run):
+    _, run, proc = reference_run
+    assert "report:" in proc.stdout and "| GRASP |" in proc.stdout
+    for path in ["config.yaml", "data/manifest.json", "data/ar/test.jsonl", "adapters/en/adapter_model.safetensors",
+                 "adapters/ar/adapter_config.json", "baselines/ties/adapter/adapter_config.json",
+                 "baselines/lorahub/adapter/adapter_config.json", "baselines/adaptive_merge/adapter/adapter_config.json",
+                 "seed_42/grasp/history.jsonl", "seed_42/grasp/result.json", "seed_42/grasp/trajectory.png",
+                 "seed_42/final/adapter/adapter_model.safetensors", "seed_42/grid/summary.json", "seed_42/grid/grid.png",
+                 "systems/grasp_seed42/predictions.jsonl", "systems/zero_shot/metrics.json",
+                 "report.md", "results.json", "trajectory.png", "grid.png", "systems.png"]:
+        assert (run / path).exists(), path
+    results = json.loads((run / "results.json").read_text())
+    families = [row["family"] for row in results["rows"]]
+    assert families == ["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best", "grasp"]
+    for row in results["rows"]:
+        assert set(row["metrics"]) == {"bertscore", "exact_match", "f1"}
+    grasp = json.loads((run / "seed_42/grasp/result.json").read_text())
+    history = [json.loads(l) for l in (run / "seed_42/grasp/history.jsonl").read_text().splitlines()]
+    assert grasp["rounds"] == len(history) > 0
+    assert 0.1 <= grasp["p_star"] <= 0.8
+    final = json.loads((run / "seed_42/final/result.json").read_text())
+    assert final["ratio"] == grasp["p_star"]
+    assert "| grid runs |" in (run / "report.md").read_text()
+
+
+def test_final_adapter_loads_with_plain_peft(reference_run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from grasp_lora.models.loading import resolve_model_dir
+
+    root, run, _ = reference_run
+    base_dir = resolve_model_dir("tiny-llama", cache_dir=root / "cache")
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    ids = torch.tensor([[2, 40, 50, 60, 70]])
+    plain = base(ids).logits
+    model = PeftModel.from_pretrained(base, str(run / "seed_42/final/adapter"))
+    adapted = model(ids).logits
+    assert adapted.shape == plain.shape
+    assert not torch.allclose(adapted, plain)  # the merged, pruned adapter changes the model
+    cfg = json.loads((run / "seed_42/final/adapter/adapter_config.json").read_text())
+    assert cfg["r"] == 8 and cfg["lora_alpha"] == 8  # c = 1 (merge.scaling none) -> alpha = c * r
+
+
+def test_rerun_skips_every_finished_stage(reference_run):
+    root, run, _ = reference_run
+    before = (run / "results.json").read_text()
+    proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--quiet"], root / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[run]  train" not in proc.stdout and "[run]  GRASP" not in proc.stdout
+    assert proc.stdout.count("[skip]") >= 10
+    assert _comparable(run / "results.json") == json.loads(json.dumps(_comparable_from_text(before)))
+
+
+def _comparable_from_text(text: str) -> dict:
+    r = json.loads(text)
+    return {
+        "rows": [{k: row[k] for k in ("family", "systems", "ratio", "metrics")} for row in r["rows"]],
+        "controller": [{k: c[k] for k in ("seed", "p_star", "rule", "rounds")} for c in r["controller"]],
+    }
+
+
+def test_killed_pipeline_resumes_to_the_same_report(reference_run):
+    """Kill a real run at random points (SIGKILL: no clean-up), resume, compare with the uninterrupted run."""
+    root, reference, _ = reference_run
+    run = root / "killed"
+    args = [sys.executable, "-m", "grasp_lora", "pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--quiet"]
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen(args, env=cli_env(root / "cache"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4.0, 9.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1
+    done = run_cli(args[3:], root / "cache")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _comparable(run / "results.json") == _comparable(reference / "results.json")
+    leftovers = [p for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name]
+    assert leftovers == []

@@ -22,6 +22,7 @@ from grasp_lora.models.merged import (
     merged_modules,
     read_adapter,
     save_merged_factors,
+    set_dense,
     trainable_factors,
     unmerge,
 )
@@ -136,6 +137,48 @@ def test_merged_module_equals_dense_formula_with_cross_terms():
     # ... and they matter: the sum of the separate adapters is a different function.
     separate = W + c * sum(Bi @ Ai for Bi, Ai in zip(B64, A64))
     assert (y - (x @ separate.T + bias)).abs().max() > 1e-3
+
+
+def test_dense_mode_equals_low_rank_outputs_and_grads():
+    """The opt-in dense-ΔW forward (the authors' formulation, for benchmarks) is the same function
+    with the same gradients as the default low-rank path; the default stays low-rank."""
+    torch.manual_seed(0)
+    d_in, d_out, r, K, c = 12, 10, 3, 2, 1.7
+    base = nn.Linear(d_in, d_out, bias=True).double()
+    As = [torch.randn(r, d_in) for _ in range(K)]
+    Bs = [torch.randn(d_out, r) for _ in range(K)]
+    low = MergedLoRALinear(base, As, Bs, scaling=c)
+    dense = MergedLoRALinear(base, As, Bs, scaling=c, dense=True)
+    assert not low.dense and dense.dense and "dense" in repr(dense)
+    x = torch.randn(4, 5, d_in, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for mod in (low, dense):
+        y = mod(x)
+        (y * torch.linspace(-1, 1, d_out, dtype=torch.float64)).square().sum().backward()
+        outs.append(y.detach())
+        grads.append([p.grad.clone() for p in [*mod.lora_A, *mod.lora_B]] + [x.grad.clone()])
+        x.grad = None
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    for g_low, g_dense in zip(*grads, strict=True):
+        torch.testing.assert_close(g_low, g_dense, rtol=1e-10, atol=1e-10)
+
+
+def test_dense_mode_on_a_merged_model(adapters):
+    """merge_adapters(dense=True) and set_dense give the low-rank model's logits and factor grads."""
+    low_model, _ = tiny_model("llama", 0)
+    dense_model, _ = tiny_model("llama", 0)
+    merge_adapters(low_model, adapters)
+    merge_adapters(dense_model, adapters, dense=True)
+    assert all(not m.dense for _, m in merged_modules(low_model))
+    assert all(m.dense for _, m in merged_modules(dense_model))
+    torch.testing.assert_close(logits(low_model), logits(dense_model), rtol=1e-5, atol=1e-5)
+    for model in (low_model, dense_model):
+        model(input_ids=IDS, labels=IDS).loss.backward()
+    for p_low, p_dense in zip(trainable_factors(low_model), trainable_factors(dense_model), strict=True):
+        assert p_low.grad.abs().sum() > 0
+        torch.testing.assert_close(p_low.grad, p_dense.grad, rtol=1e-4, atol=1e-6)
+    assert set_dense(dense_model, False) == 4
+    assert all(not m.dense for _, m in merged_modules(dense_model))
 
 
 def test_merged_module_low_precision_input_keeps_fp32_factors():

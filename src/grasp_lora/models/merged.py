@@ -10,6 +10,11 @@ formed. Cross terms B_i A_j (i ≠ j) come out of the two sums; they are part of
 c = 1 under `scaling: none` (the authors load the raw factors and drop PEFT's α/r) and c = α/r
 under `scaling: lora`.
 
+`dense=True` (opt-in, benchmarks only) is the authors' formulation of the same function: the
+d_out × d_in product c·(ΣB)(ΣA) is materialised in every forward and applied as one matmul. It
+exists so that benchmarks/bench_fixed_ratio.py can time it against the low-rank default; outputs
+and gradients are equal up to floating-point rounding.
+
 This file has three layers, kept apart:
 - adapter data: `LoraAdapter`, `read_adapter` (a PEFT LoRA folder → tensors), `check_compatible`;
 - the module: `MergedLoRALinear` (math only, no I/O);
@@ -250,6 +255,7 @@ class MergedLoRALinear(nn.Module):
         A: Sequence[torch.Tensor],
         B: Sequence[torch.Tensor],
         scaling: float,
+        dense: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(base, nn.Linear):
@@ -273,6 +279,8 @@ class MergedLoRALinear(nn.Module):
             [nn.Parameter(b.detach().to(device=dev, dtype=torch.float32).clone()) for b in B]
         )
         self.scaling = float(scaling)
+        # Opt-in, the authors' formulation: form c·(ΣB)(ΣA) (d_out × d_in) in every forward.
+        self.dense = bool(dense)
 
     # Some model code reads `proj.weight` / `in_features` of the module it called; forward them.
     @property
@@ -314,11 +322,15 @@ class MergedLoRALinear(nn.Module):
         acc = torch.promote_types(torch.float32, x.dtype)
         a = torch.stack([p.to(acc) for p in self.lora_A]).sum(0).to(x.dtype)
         b = torch.stack([p.to(acc) for p in self.lora_B]).sum(0).to(x.dtype)
+        if self.dense:
+            # The authors' formulation (benchmarks only): the d_out × d_in update, every forward.
+            return out + F.linear(x, self.scaling * (b @ a))
         # Low-rank path: (r × d_in) then (d_out × r); never the d_out × d_in product.
         return out + self.scaling * F.linear(F.linear(x, a), b)
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, r={self.r}, K={self.num_adapters}, c={self.scaling:g}"
+        dense = ", dense" if self.dense else ""
+        return f"in={self.in_features}, out={self.out_features}, r={self.r}, K={self.num_adapters}, c={self.scaling:g}{dense}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,11 +424,13 @@ def merge_loaded_adapters(
     adapters: Sequence[LoraAdapter],
     scaling: str | float = "none",
     freeze_backbone: bool = True,
+    dense: bool = False,
 ) -> MergeInfo:
     """Inject MergedLoRALinear modules built from in-memory adapters (see `merge_adapters`).
 
     `scaling` is a mode ("none" | "lora") or an explicit c. Everything is checked before the model
-    is touched, so a mismatch leaves the model as it was."""
+    is touched, so a mismatch leaves the model as it was. `dense`: the authors' dense-ΔW forward
+    (benchmarks only; see MergedLoRALinear)."""
     check_compatible(adapters, same_alpha=scaling == "lora")
     ref = adapters[0]
     if isinstance(scaling, str):
@@ -431,7 +445,7 @@ def merge_loaded_adapters(
             p.requires_grad_(False)
     for path, linear in plan.items():
         module = MergedLoRALinear(
-            linear, [ad.A[path] for ad in adapters], [ad.B[path] for ad in adapters], c
+            linear, [ad.A[path] for ad in adapters], [ad.B[path] for ad in adapters], c, dense=dense
         )
         module.lora_A.requires_grad_(True)
         module.lora_B.requires_grad_(True)
@@ -451,11 +465,12 @@ def merge_loaded_adapters(
 
 
 def merge_adapters(
-    model: nn.Module, adapter_dirs: Sequence[str | Path], scaling: str = "none"
+    model: nn.Module, adapter_dirs: Sequence[str | Path], scaling: str = "none", dense: bool = False
 ) -> MergeInfo:
     """Replace each adapted module of a plain HF causal LM by a MergedLoRALinear holding the
     factors of all K adapters. The backbone is frozen (requires_grad False on every base
     parameter); every factor is trainable. c = 1 for scaling "none", α/r for "lora".
+    `dense=True` selects the authors' dense-ΔW forward (opt-in, for benchmarks; same function).
 
     All adapters are read and checked (AdapterMismatchError) before anything is injected."""
     if scaling not in SCALING_MODES:
@@ -463,7 +478,7 @@ def merge_adapters(
     if len(adapter_dirs) == 0:
         raise ValueError("merge_adapters: no adapter folders given")
     adapters = [read_adapter(d) for d in adapter_dirs]
-    return merge_loaded_adapters(model, adapters, scaling)
+    return merge_loaded_adapters(model, adapters, scaling, dense=dense)
 
 
 def unmerge(model: nn.Module) -> nn.Module:
@@ -482,6 +497,15 @@ def layer_index(path: str) -> int:
     if m is None:
         raise ValueError(f"cannot find a decoder layer index (layers.<i>.) in module path {path!r}")
     return int(m.group(1))
+
+
+def set_dense(model: nn.Module, dense: bool) -> int:
+    """Switch every merged module between the low-rank (default) and the authors' dense-ΔW
+    forward; returns how many modules were switched. Benchmarks only."""
+    mods = merged_modules(model)
+    for _, m in mods:
+        m.dense = bool(dense)
+    return len(mods)
 
 
 def factor_groups(model: nn.Module) -> list[FactorGroup]:

@@ -3,14 +3,24 @@
 Every subcommand takes a recipe (a YAML path, or the name of a shipped recipe such as `demo` or
 `mlqa_ar`) followed by any number of dotted overrides (`train.lr=3e-4 model.name=tiny-llama`).
 Errors on bad input print one line and exit with status 2; `--debug` shows the traceback.
+
+Several processes: `grasp-lora <cmd> ... --num-processes N` relaunches the same command through
+accelerate's launcher (`accelerate launch --multi_gpu --num_processes N -m grasp_lora <cmd> ...`;
+on a machine without CUDA the processes use gloo on the CPU). Launched directly by
+`accelerate launch` or `torchrun`, the command joins the process group before it loads anything;
+only rank 0 prints (README, "Several GPUs").
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
+
+from grasp_lora import distributed as dist
 
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -40,10 +50,13 @@ def _experiment(args):
         overrides.append(f"pipeline.output_dir={args.run_dir}")
     cfg = load_config(resolve_recipe(args.recipe), overrides)
     exp = Experiment(cfg, progress=not args.quiet)
-    exp.root.mkdir(parents=True, exist_ok=True)
     from grasp_lora.config import save_config
 
-    save_config(cfg, exp.root / "config.yaml")
+    def start() -> None:
+        exp.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, exp.root / "config.yaml")
+
+    dist.run_on_main(start, "write config.yaml")
     return exp
 
 
@@ -65,7 +78,7 @@ def cmd_train_adapter(args) -> int:
     from grasp_lora.io import manifest_complete
 
     out = exp.adapter_dir(lang)
-    if manifest_complete(out):
+    if dist.from_main(manifest_complete(out)):
         print(f"adapter already trained: {out}")
         return 0
     model, tok = exp.base_model()
@@ -152,7 +165,7 @@ def cmd_generate(args) -> int:
     out = Path(args.out)
     generate_predictions(model, tok, exp.cfg.data.task, lang, rows, out, batch_size=exp.cfg.generation.batch_size,
                          max_new_tokens=exp.cfg.generation.max_new_tokens,
-                         max_total=exp.cfg.data.max_total_generation, progress=exp.progress)
+                         max_total=exp.cfg.data.max_total_generation, progress=exp.progress, shard=True)
     print(f"predictions written to {out}")
     return 0
 
@@ -163,11 +176,16 @@ def cmd_evaluate(args) -> int:
 
     rows = exp.rows(exp.cfg.data.target_lang, args.split)
     predictions = read_predictions(args.predictions)
-    encoder = exp.bertscore_encoder() if exp.cfg.eval.bertscore else None
-    metrics = evaluate_predictions(exp.cfg.data.task, exp.cfg.data.target_lang, predictions, rows, exp.cfg.eval,
-                                   encoder=encoder)
+    encoder = exp.bertscore_encoder() if exp.cfg.eval.bertscore else None  # every process: the load is collective
     out = Path(args.out) if args.out else Path(args.predictions).with_name("metrics.json")
-    write_metrics(out, metrics)
+
+    def score() -> dict:  # scoring is cheap next to generation: rank 0 alone
+        m = evaluate_predictions(exp.cfg.data.task, exp.cfg.data.target_lang, predictions, rows, exp.cfg.eval,
+                                 encoder=encoder)
+        write_metrics(out, m)
+        return m
+
+    metrics = dist.from_main(dist.run_on_main(score, "evaluate predictions"))
     print(f"metrics written to {out}")
     for k, v in metrics.items():
         if isinstance(v, (int, float)):
@@ -196,7 +214,7 @@ def cmd_demo(args) -> int:
 def cmd_report(args) -> int:
     from grasp_lora.report import build_report, headline
 
-    path = build_report(args.run_dir)
+    path = dist.run_on_main(lambda: build_report(args.run_dir), "report")
     print(f"report: {path}\n")
     print(headline(args.run_dir))
     return 0
@@ -217,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
         p.add_argument("--run-dir", help="run folder (default: the recipe's pipeline.output_dir)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--num-processes", type=int, metavar="N",
+                       help="data parallel over N processes (GPUs, or CPU processes without CUDA): relaunches "
+                            "this command through accelerate's launcher")
         p.set_defaults(func=func)
         return p
 
@@ -253,21 +274,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def strip_num_processes(argv: list[str]) -> list[str]:
+    """argv without `--num-processes N` / `--num-processes=N` (the relaunched command's own)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--num-processes":
+            skip = True
+        elif not a.startswith("--num-processes="):
+            out.append(a)
+    return out
+
+
+def launcher_command(argv: list[str], num_processes: int, port: Optional[int] = None) -> list[str]:
+    """`accelerate launch` of `python -m grasp_lora <argv>` on N processes of this machine.
+    `--multi_gpu` is accelerate's torchrun path; without CUDA the ranks pick gloo on the CPU
+    (accelerate's own `--cpu` launcher starts a single process unless MPI is set up)."""
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
+        "--main_process_port", str(port if port is not None else dist.free_port()),
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "grasp_lora", *strip_num_processes(argv),
+    ]
+
+
+def relaunch(argv: list[str], num_processes: int) -> int:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # N processes on one machine: no thread oversubscription
+    return subprocess.call(launcher_command(argv, num_processes), env=env)
+
+
+def _quiet_other_ranks() -> None:
+    # One copy of the command's output: ranks > 0 print nothing (errors still go to stderr).
+    if not dist.is_main():
+        sys.stdout = open(os.devnull, "w")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    n = getattr(args, "num_processes", None)
+    if n is not None and n < 1:
+        print(f"grasp-lora: error: --num-processes {n}: must be >= 1", file=sys.stderr)
+        return 2
+    if n is not None and n > 1 and dist.launched_world_size() == 1:
+        return relaunch(raw, n)
+    dist.init()  # joins the process group under a launcher (before any model is loaded)
+    _quiet_other_ranks()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("grasp-lora: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (ValueError, FileNotFoundError, OSError, dist.RankFailedError, dist.RankDivergenceError) as e:
         if args.debug:
             raise
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"grasp-lora: error: {message}", file=sys.stderr)
+        where = f" (rank {dist.rank()})" if dist.world_size() > 1 else ""
+        print(f"grasp-lora: error{where}: {message}", file=sys.stderr)
         return 2
+    dist.shutdown()
+    return code
 
 
 if __name__ == "__main__":

@@ -19,6 +19,12 @@ Run folder:
     seed_<s>/grid/point_<r>/     grid points; summary.json, grid.png
     systems/<system>/            predictions.jsonl, metrics.json
     report.md, results.json, *.png
+
+Several processes (README "Several GPUs"): every process runs every stage in the same order. A
+skip decision is rank 0's (broadcast), so no process skips work the others do; training stages
+run on every process (data parallel) and write from rank 0; stages without training (data
+preparation, TIES, LoRAHub, metrics, report) run on rank 0 while the others wait; generation is
+shared out. Each of these ends in a collective that fails every process if one failed.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from grasp_lora import distributed as dist
 from grasp_lora.config import Config, save_config
 from grasp_lora.io import manifest_complete, read_json, write_manifest
 
@@ -51,8 +58,9 @@ class Experiment:
         self.cfg = cfg
         self.root = Path(root or cfg.pipeline.output_dir)
         self.progress = progress
-        self.log = log
+        self._log = log
         self._base = None
+        dist.init()  # under a launcher: join the process group before any collective below
         self._tokenizer = None
 
     # ---- paths --------------------------------------------------------------------------------
@@ -76,13 +84,20 @@ class Experiment:
     def source_target_adapters(self) -> list[Path]:
         return [self.adapter_dir(self.cfg.data.source_lang), self.adapter_dir(self.cfg.data.target_lang)]
 
+    def log(self, message: str) -> None:
+        if dist.is_main():  # one copy of each line, however many processes
+            self._log(message)
+
     # ---- shared model -------------------------------------------------------------------------
     def base_model(self):
-        """A fresh copy of the frozen base model (loaded once per process) and the tokenizer."""
+        """A fresh copy of the frozen base model (loaded once per process) and the tokenizer.
+        The first load is collective with several processes (rank 0 first: it may fill the
+        model cache), so every process must call it at the same point."""
         from grasp_lora.models.loading import load_model
 
         if self._base is None:
-            self._base, self._tokenizer = load_model(self.cfg.model)
+            with dist.main_first("load the base model"):
+                self._base, self._tokenizer = load_model(self.cfg.model)
         return copy.deepcopy(self._base), self._tokenizer
 
     def rows(self, lang: str, split: str) -> list[dict]:
@@ -91,7 +106,8 @@ class Experiment:
         return load_split(self.data_dir, lang, split)
 
     def _skip(self, path: Path, what: str) -> bool:
-        if manifest_complete(path):
+        # Rank 0's view, broadcast: another rank could otherwise see a manifest rank 0 just wrote.
+        if dist.from_main(manifest_complete(path)):
             self.log(f"[skip] {what}: complete ({path})")
             return True
         self.log(f"[run]  {what}")
@@ -102,7 +118,7 @@ class Experiment:
         from grasp_lora.data.prepare import prepare_data
 
         if not self._skip(self.data_dir, "prepare data"):
-            prepare_data(self.cfg, self.data_dir)
+            dist.run_on_main(lambda: prepare_data(self.cfg, self.data_dir), "prepare data")
 
     def adapters(self) -> None:
         from grasp_lora.training.adapters import train_adapter
@@ -134,11 +150,15 @@ class Experiment:
         if self._skip(out, "TIES merge"):
             return
         started = time.perf_counter()
-        model, _ = self.base_model()
+        model, _ = self.base_model()  # on every process: the first load is collective
         src, tgt = self.source_target_adapters
-        ties_merge(model, src, tgt, out / "adapter", density=self.cfg.ties.density, weights=self.cfg.ties.weights)
-        write_manifest(out, stage="ties", density=self.cfg.ties.density, weights=self.cfg.ties.weights,
-                       wall_clock_s=time.perf_counter() - started)
+
+        def merge() -> None:  # no training: rank 0 alone
+            ties_merge(model, src, tgt, out / "adapter", density=self.cfg.ties.density, weights=self.cfg.ties.weights)
+            write_manifest(out, stage="ties", density=self.cfg.ties.density, weights=self.cfg.ties.weights,
+                           wall_clock_s=time.perf_counter() - started)
+
+        dist.run_on_main(merge, "TIES merge")
 
     def lorahub(self) -> None:
         from grasp_lora.baselines.lorahub_run import run_lorahub
@@ -146,8 +166,10 @@ class Experiment:
         out = self.baseline_dir("lorahub")
         if self._skip(out, "LoRAHub"):
             return
-        model, tok = self.base_model()
-        run_lorahub(self.cfg, model, tok, self.source_target_adapters, self.rows(self.cfg.data.target_lang, "train"), out)
+        model, tok = self.base_model()  # on every process: the first load is collective
+        rows = self.rows(self.cfg.data.target_lang, "train")
+        # A gradient-free search over a few examples: rank 0 alone, the others wait.
+        dist.run_on_main(lambda: run_lorahub(self.cfg, model, tok, self.source_target_adapters, rows, out), "LoRAHub")
 
     def adaptive_merge(self) -> None:
         from grasp_lora.training.finetune import merged_finetune
@@ -214,14 +236,20 @@ class Experiment:
                     continue
                 self._merged_run(seed_config(self.cfg, seed), out, ratio=ratios[i], kind="grid_point")
             if point is None:
-                summary = collect_grid(grid_dir, ratios, self.cfg.grid.select_by)
-                self.log(f"       grid best ratio (seed {seed}): {summary['best_ratio']:.2f}")
+                summary = dist.run_on_main(lambda: collect_grid(grid_dir, ratios, self.cfg.grid.select_by), "collect grid")
+                if summary is not None:
+                    self.log(f"       grid best ratio (seed {seed}): {summary['best_ratio']:.2f}")
 
     def collect(self) -> dict[str, Any]:
+        """Gather the finished grid points of every seed (rank 0 writes the summaries); the result
+        is returned on every process."""
         from grasp_lora.search.grid import collect_grid
 
-        return {seed: collect_grid(self.seed_dir(seed) / "grid", self.cfg.grid.ratios, self.cfg.grid.select_by)
-                for seed in self.cfg.pipeline.seeds}
+        def gather() -> dict[str, Any]:
+            return {seed: collect_grid(self.seed_dir(seed) / "grid", self.cfg.grid.ratios, self.cfg.grid.select_by)
+                    for seed in self.cfg.pipeline.seeds}
+
+        return dist.from_main(dist.run_on_main(gather, "collect grid"))
 
     # ---- systems: every model the report compares ---------------------------------------------
     def systems(self) -> dict[str, dict[str, Any]]:
@@ -254,13 +282,13 @@ class Experiment:
         return systems
 
     def evaluate(self, only_systems: list[str] | None = None) -> None:
-        from grasp_lora.evaluation.run import evaluate_system
+        from grasp_lora.evaluation.run import evaluate_system, with_adapter
 
         lang = self.cfg.data.target_lang
         test_rows = self.rows(lang, "test")
         if not test_rows:
             raise StageError(f"{self.data_dir / lang / 'test.jsonl'}: the test split is empty (set data.target_sizes.test)")
-        encoder = None
+        encoder: list[Any] = []  # loaded once, by rank 0 (only it scores)
         for name, spec in self.systems().items():
             if only_systems and name not in only_systems:
                 continue
@@ -269,13 +297,30 @@ class Experiment:
                 continue
             if spec["adapter"] is not None and not Path(spec["adapter"]).exists():
                 raise StageError(f"{spec['adapter']}: adapter of system {name} is missing; run its stage first")
-            if encoder is None and self.cfg.eval.bertscore:
-                encoder = self.bertscore_encoder()
             model, tok = self.base_model()
-            metrics = evaluate_system(self.cfg, model, tok, spec["adapter"], test_rows, out, encoder=encoder,
-                                      progress=self.progress)
-            write_manifest(out, stage="evaluate", system=name, adapter=str(spec["adapter"]) if spec["adapter"] else None,
-                           ratio=spec.get("ratio"), seed=spec.get("seed"), family=spec["family"], metrics=metrics)
+            model = with_adapter(model, spec["adapter"])
+            if dist.world_size() > 1:  # every process generates its share; rank 0 appends them all
+                self._generate(model, tok, test_rows, out / "predictions.jsonl")
+
+            def score(name=name, spec=spec, out=out, model=model, tok=tok) -> None:
+                # The base model is loaded by now (above), so this load is not collective.
+                if not encoder and self.cfg.eval.bertscore:
+                    encoder.append(self.bertscore_encoder())
+                # Adapter already folded in; with several processes the predictions are all on disk.
+                metrics = evaluate_system(self.cfg, model, tok, None, test_rows, out, encoder=encoder[0] if encoder else None,
+                                          progress=self.progress)
+                write_manifest(out, stage="evaluate", system=name, adapter=str(spec["adapter"]) if spec["adapter"] else None,
+                               ratio=spec.get("ratio"), seed=spec.get("seed"), family=spec["family"], metrics=metrics)
+
+            dist.run_on_main(score, f"evaluate {name}")
+
+    def _generate(self, model, tok, rows: list[dict], out: Path) -> None:
+        from grasp_lora.evaluation.generate import generate_predictions
+
+        g = self.cfg.generation
+        generate_predictions(model, tok, self.cfg.data.task, self.cfg.data.target_lang, rows, out, batch_size=g.batch_size,
+                             max_new_tokens=g.max_new_tokens, max_total=self.cfg.data.max_total_generation,
+                             progress=self.progress, shard=True)
 
     def bertscore_encoder(self):
         from grasp_lora.evaluation.run import load_bertscore_encoder
@@ -283,10 +328,11 @@ class Experiment:
         base, tok = self.base_model()
         return load_bertscore_encoder(self.cfg, base, tok)
 
-    def report(self) -> Path:
+    def report(self) -> Path | None:
+        """report.md etc. (rank 0 builds them); the path on rank 0, None elsewhere."""
         from grasp_lora.report import build_report
 
-        return build_report(self.root)
+        return dist.run_on_main(lambda: build_report(self.root), "report")
 
     # ---- running ------------------------------------------------------------------------------
     def run(self, only: str | None = None, start: str | None = None) -> Path | None:
@@ -294,8 +340,11 @@ class Experiment:
             if name is not None and name not in STAGES:
                 raise StageError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
         stages = [only] if only else STAGES[STAGES.index(start):] if start else STAGES
-        self.root.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.root / "config.yaml")
+        def start_run() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.root / "config.yaml")
+
+        dist.run_on_main(start_run, "write config.yaml")
         report = None
         for stage in stages:
             started = time.perf_counter()

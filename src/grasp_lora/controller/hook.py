@@ -4,6 +4,11 @@
   micro-dev loss is injected (`evaluate_loss`, all-reduced across processes by the loop).
 - `GRPOHook`: after every optimizer step re-zeroes the committed entries, and every K-th step
   runs a controller round and appends its record to the history JSONL (main process only).
+
+Several processes: every process runs every round. Nothing here communicates: the weights are
+identical on every process (the loop sums gradients), so are the magnitude importance and every
+mask; the losses come from `evaluate_loss`, which all-reduces; the candidates come from the
+controller's own generator, seeded identically. Hence identical decisions without a broadcast.
 """
 
 from __future__ import annotations
@@ -83,7 +88,11 @@ class MaskedModelScorer:
 
 def is_main_process(state: Any) -> bool:
     acc = getattr(state, "accelerator", None)
-    return True if acc is None else bool(getattr(acc, "is_main_process", True))
+    if acc is None:
+        from grasp_lora.distributed import is_main
+
+        return is_main()  # rank 0 of a process group, or the only process
+    return bool(getattr(acc, "is_main_process", True))
 
 
 class GRPOHook:

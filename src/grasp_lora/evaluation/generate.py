@@ -13,12 +13,14 @@ turned into spaces, stripped.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
+from grasp_lora import distributed as dist
 from grasp_lora.io import append_jsonl, read_jsonl, write_jsonl
 
 
@@ -113,6 +115,40 @@ def generate_batch(
     return result
 
 
+def _decode_batch(
+    model: Any, tokenizer: Any, batch: Sequence[Mapping[str, Any]], prompts: Mapping[Any, Sequence[int]],
+    *, max_new: int, pad_id: int, eos_ids: Sequence[int], use_cache: bool, cue: str,
+) -> list[tuple[Any, str, int, int]]:
+    """(id, prediction, new tokens incl. EOS, prompt tokens) for each example of one batch."""
+    batch_prompts = [prompts[ex["id"]] for ex in batch]
+    outputs = generate_batch(model, batch_prompts, max_new_tokens=max_new, pad_id=pad_id, eos_ids=eos_ids, use_cache=use_cache)
+    rows = []
+    for ex, prompt, new_ids in zip(batch, batch_prompts, outputs):
+        text = clean_prediction(tokenizer.decode(new_ids, skip_special_tokens=True), cue)
+        # Tokens produced, counting the EOS when the model stopped before the limit.
+        rows.append((ex["id"], text, min(len(new_ids) + 1, max_new), len(prompt)))
+    return rows
+
+
+def _record(rows: Sequence[tuple[Any, str, int, int]], done: dict[Any, str], counts: dict[str, Any], out_path: Optional[Path]) -> None:
+    for ex_id, text, new_tokens, prompt_tokens in rows:
+        done[ex_id] = text
+        if out_path is not None:
+            append_jsonl(out_path, {"id": ex_id, "prediction": text})
+        counts["new_tokens"] += new_tokens
+        counts["prompt_tokens"] += prompt_tokens
+        counts["sequences"] += 1
+
+
+def _sharded_rounds(todo: Sequence[Mapping[str, Any]], batch_size: int) -> list[list[Mapping[str, Any]]]:
+    """This rank's batches, padded with empty ones to the same number of rounds on every rank.
+    Examples are dealt round-robin from the length-sorted list, so shares cost about the same."""
+    rank, world = dist.rank(), dist.world_size()
+    mine = list(todo[rank::world])
+    rounds = math.ceil(math.ceil(len(todo) / world) / batch_size)
+    return [mine[i * batch_size : (i + 1) * batch_size] for i in range(rounds)]
+
+
 def generate_predictions(
     model: Any,
     tokenizer: Any,
@@ -127,6 +163,7 @@ def generate_predictions(
     progress: bool = True,
     use_cache: bool = True,
     stats: Optional[dict[str, Any]] = None,
+    shard: bool = False,
 ) -> dict[Any, str]:
     """Predictions `{id: text}` for every example (in the order given), appended to `out_path`.
 
@@ -134,6 +171,10 @@ def generate_predictions(
     `use_cache=False, batch_size=1` is the authors' setting (for the benchmark). If `stats` is a
     dict it receives counts and time of this call's generation (`new_tokens`, `prompt_tokens`,
     `sequences`, `seconds`).
+
+    `shard=True` with several processes (every process calls it with the same arguments): each
+    process generates its share of the examples; after every round of batches the predictions are
+    gathered, rank 0 appends them all (it alone writes), and every process returns all of them.
     """
     from grasp_lora.data.tasks import answer_cue
     from grasp_lora.data.tasks import max_new_tokens as task_max_new_tokens
@@ -150,9 +191,15 @@ def generate_predictions(
         raise ValueError(f"generate_predictions: max_total ({max_total}) leaves no room for a prompt next to {max_new} new tokens")
     cue = answer_cue(task, lang)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    sharded = shard and dist.world_size() > 1
+    writer = dist.is_main() or not sharded
 
-    done = _resume(out_path)
+    def resume() -> dict[Any, str]:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        return _resume(out_path)
+
+    # Rank 0 reads (and repairs) the file; every process then works from its copy of the result.
+    done = dist.from_main(dist.run_on_main(resume, f"resume {out_path}")) if sharded else resume()
     todo = [ex for ex in examples if ex["id"] not in done]
     prompts = {ex["id"]: encode_prompt(tokenizer, task, lang, ex, prompt_budget) for ex in todo}
     # Longest first: the biggest batch runs (and fails, if memory is short) at the start.
@@ -161,9 +208,12 @@ def generate_predictions(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = _eos_ids(model, tokenizer)
     counts = {"new_tokens": 0, "prompt_tokens": 0, "sequences": 0, "seconds": 0.0}
+    decode = lambda batch: _decode_batch(  # noqa: E731
+        model, tokenizer, batch, prompts, max_new=max_new, pad_id=pad_id, eos_ids=eos_ids, use_cache=use_cache, cue=cue
+    )
 
     bar = None
-    if progress and todo:
+    if progress and todo and writer:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc=f"generate {task}/{lang}", unit="ex", dynamic_ncols=True)
@@ -171,24 +221,28 @@ def generate_predictions(
     if hasattr(model, "eval"):
         model.eval()
     try:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            batch_prompts = [prompts[ex["id"]] for ex in batch]
-            t0 = time.perf_counter()
-            outputs = generate_batch(
-                model, batch_prompts, max_new_tokens=max_new, pad_id=pad_id, eos_ids=eos_ids, use_cache=use_cache
-            )
-            counts["seconds"] += time.perf_counter() - t0
-            for ex, prompt, new_ids in zip(batch, batch_prompts, outputs):
-                text = clean_prediction(tokenizer.decode(new_ids, skip_special_tokens=True), cue)
-                done[ex["id"]] = text
-                append_jsonl(out_path, {"id": ex["id"], "prediction": text})
-                # Tokens produced, counting the EOS when the model stopped before the limit.
-                counts["new_tokens"] += min(len(new_ids) + 1, max_new)
-                counts["prompt_tokens"] += len(prompt)
-                counts["sequences"] += 1
-            if bar is not None:
-                bar.update(len(batch))
+        if sharded:
+            for batch in _sharded_rounds(todo, batch_size):
+                t0 = time.perf_counter()
+                rows, error = [], None
+                try:
+                    rows = decode(batch) if batch else []
+                except Exception as e:  # noqa: BLE001 - re-raised on every rank by gather_or_fail
+                    error = e
+                counts["seconds"] += time.perf_counter() - t0
+                gathered = [r for part in dist.gather_or_fail(rows, error, "generation") for r in part]
+                _record(gathered, done, counts, out_path if writer else None)
+                if bar is not None:
+                    bar.update(len(gathered))
+        else:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                t0 = time.perf_counter()
+                rows = decode(batch)
+                counts["seconds"] += time.perf_counter() - t0
+                _record(rows, done, counts, out_path)
+                if bar is not None:
+                    bar.update(len(batch))
     finally:
         if bar is not None:
             bar.close()

@@ -35,6 +35,7 @@ __all__ = [
     "zero_masks_at_ratio",
     "FixedRatioPruner",
     "make_norms_source",
+    "norm_layout",
 ]
 
 ReduceFn = Callable[[torch.Tensor], torch.Tensor]
@@ -44,8 +45,17 @@ class NormsSource(Protocol):
     def norms_for_step(self) -> dict[int, torch.Tensor]: ...
 
 
-def _collect(hooks: LayerInputHooks, reduce_sum: Optional[ReduceFn]) -> dict[int, torch.Tensor]:
+def norm_layout(groups: list[FactorGroup]) -> dict[int, int]:
+    """{decoder layer index: size of its input norms} the groups need (A's input dimension)."""
+    return {g.layer_index: int(g.A[0].shape[1]) for g in groups if g.A}
+
+
+def _collect(
+    hooks: LayerInputHooks, reduce_sum: Optional[ReduceFn], layout: Optional[dict[int, int]] = None
+) -> dict[int, torch.Tensor]:
     acc = hooks.accumulator
+    if reduce_sum is not None and layout is not None:
+        return _collect_reduced(acc, reduce_sum, layout)
     layers = acc.layers()
     if not layers:
         return {}
@@ -60,17 +70,46 @@ def _collect(hooks: LayerInputHooks, reduce_sum: Optional[ReduceFn]) -> dict[int
     return {i: s.clamp_min(0).sqrt() for i, s in zip(layers, sums)}
 
 
+def _collect_reduced(acc: Any, reduce_sum: ReduceFn, layout: dict[int, int]) -> dict[int, torch.Tensor]:
+    """The multi-process statistic over a fixed layout: a process that ran no forward since the
+    last step (a short trailing micro-batch gave it no example) still joins the collective, with
+    zeros. A layer no process saw is left out (callers report it)."""
+    layers = sorted(layout)
+    recorded = set(acc.layers())
+    home = acc.sum_of_squares(min(recorded)).device if recorded else torch.device("cpu")
+    parts, seen = [], []
+    for i in layers:
+        if i in recorded:
+            s = acc.sum_of_squares(i)
+            if s.numel() != layout[i]:
+                raise ValueError(f"decoder layer {i}: input norms have {s.numel()} features, the factors expect {layout[i]}")
+            parts.append(s.reshape(-1).float().to(home))
+        else:
+            parts.append(torch.zeros(layout[i], dtype=torch.float32, device=home))
+        seen.append(1.0 if i in recorded else 0.0)
+    flat = reduce_sum(torch.cat(parts + [torch.tensor(seen, device=home)]))
+    sizes = [layout[i] for i in layers]
+    sums = torch.split(flat[: sum(sizes)], sizes)
+    seen_anywhere = flat[sum(sizes) :]
+    return {i: s.clamp_min(0).sqrt() for i, s, k in zip(layers, sums, seen_anywhere) if k > 0}
+
+
 class TrainForwardNorms:
     """Norms from the training forwards since the last optimizer step (then reset).
 
     The hooks are enabled here and count only forwards run with autograd enabled (the training
     forwards), so evaluation passes under no_grad never leak into the statistic.
-    `reduce_sum`: e.g. `lambda t: accelerator.reduce(t, "sum")` with several processes.
+    `reduce_sum`: e.g. `lambda t: accelerator.reduce(t, "sum")` with several processes, and
+    `layout` ({layer: features}; `FixedRatioPruner` fills it from its groups) so that a process
+    without a forward since the last step still joins the sum.
     """
 
-    def __init__(self, hooks: LayerInputHooks, reduce_sum: Optional[ReduceFn] = None) -> None:
+    def __init__(
+        self, hooks: LayerInputHooks, reduce_sum: Optional[ReduceFn] = None, layout: Optional[dict[int, int]] = None
+    ) -> None:
         self.hooks = hooks
         self.reduce_sum = reduce_sum
+        self.layout = layout
         hooks.grad_forwards_only = True
         hooks.enable()
 
@@ -83,7 +122,7 @@ class TrainForwardNorms:
         self.hooks.disable()
 
     def norms_for_step(self) -> dict[int, torch.Tensor]:
-        norms = _collect(self.hooks, self.reduce_sum)
+        norms = _collect(self.hooks, self.reduce_sum, self.layout)
         self.hooks.accumulator.reset()
         if not norms:
             raise RuntimeError(
@@ -97,15 +136,21 @@ class FullPassNorms:
     """The authors' statistic: an extra forward over the whole training set after each step.
 
     `run_full_pass()` runs that forward (no grad, any batching); the hooks are enabled only
-    for its duration.
+    for its duration. With several processes each runs the pass over its shard of the training
+    set and `reduce_sum` adds the shards' statistics up (same `layout` rule as TrainForwardNorms).
     """
 
     def __init__(
-        self, hooks: LayerInputHooks, run_full_pass: Callable[[], None], reduce_sum: Optional[ReduceFn] = None
+        self,
+        hooks: LayerInputHooks,
+        run_full_pass: Callable[[], None],
+        reduce_sum: Optional[ReduceFn] = None,
+        layout: Optional[dict[int, int]] = None,
     ) -> None:
         self.hooks = hooks
         self.run_full_pass = run_full_pass
         self.reduce_sum = reduce_sum
+        self.layout = layout
         hooks.disable()
 
     def on_train_start(self) -> None:
@@ -122,7 +167,7 @@ class FullPassNorms:
             self.run_full_pass()
         finally:
             self.hooks.disable()
-        norms = _collect(self.hooks, self.reduce_sum)
+        norms = _collect(self.hooks, self.reduce_sum, self.layout)
         self.hooks.accumulator.reset()
         if not norms:
             raise RuntimeError("input-aware pruning: the full pass reached no decoder layer")
@@ -204,6 +249,9 @@ class FixedRatioPruner:
         self.norms_source = norms_source
         self.at_least_one = at_least_one
         self.steps_pruned = 0
+        if getattr(norms_source, "reduce_sum", None) is not None and getattr(norms_source, "layout", None) is None:
+            # Several processes: reduce over the layers these groups need, seen locally or not.
+            norms_source.layout = norm_layout(groups)
 
     def on_train_start(self, state: Any) -> None:
         start = getattr(self.norms_source, "on_train_start", None)

@@ -1,6 +1,13 @@
 """The controller run (SPEC 5): merged adapters trained at batch 1 x accumulation 1 while the GRPO
 controller learns a global prune ratio online; its output is p*, the rule that chose it, and the
 history of every round.
+
+Several processes (SPEC 5, rank consistency): every process trains on its share of each batch and
+runs every controller round itself. The candidates come from the controller's own generator,
+seeded identically everywhere; the micro-dev losses are computed on shards and all-reduced, so
+every process sees the same numbers; the weights are identical (gradients are summed over
+processes), hence so is the importance and every mask. At the end the processes compare digests
+of their history and committed masks and fail loudly if they differ; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ def run_grasp_search(
 ) -> dict[str, Any]:
     import torch
 
+    from grasp_lora import distributed as dist
     from grasp_lora.controller.grpo import GRPOController
     from grasp_lora.controller.hook import GRPOHook, MaskedModelScorer
     from grasp_lora.data.tokenize import encode_for_training
@@ -47,10 +55,14 @@ def run_grasp_search(
             "(set data.target_sizes.micro_dev >= 1 and re-run prepare)"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     history_path = out / "history.jsonl"
-    if history_path.exists():  # a previous, interrupted attempt: the run restarts from scratch
-        history_path.unlink()
+
+    def fresh_folder() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        if history_path.exists():  # a previous, interrupted attempt: the run restarts from scratch
+            history_path.unlink()
+
+    dist.run_on_main(fresh_folder, f"controller run: prepare {out}")
     timer = Timer()
     started = time.perf_counter()
     task, lang = cfg.data.task, cfg.data.target_lang
@@ -68,7 +80,7 @@ def run_grasp_search(
     optimizer_ref: dict[str, Any] = {}
     scorer = MaskedModelScorer(
         mask_state,
-        micro_dev_loss_fn(model, micro_set, c.score_batch_size),
+        micro_dev_loss_fn(model, micro_set, c.score_batch_size),  # sharded + all-reduced
         lambda: optimizer_ref.get("optimizer"),
         at_least_one=c.fidelity == "authors",
     )
@@ -89,13 +101,13 @@ def run_grasp_search(
 
     rule = c.resolved_p_star_rule()
     p_star = controller.p_star(rule)
-    history = read_jsonl(history_path) if history_path.exists() else []
+    digests = dist.agree_on_digest(_state_digest(controller, mask_state, p_star), "controller run: history and masks")
     total = time.perf_counter() - started
     summary = {
         "p_star": p_star,
         "p_star_rule": rule,
         "fidelity": c.fidelity,
-        "rounds": len(history),
+        "rounds": len(controller.history),
         "final_p_c": controller.p_c,
         "mu": controller.policy.mu,
         "sigma": controller.policy.sigma,
@@ -108,12 +120,30 @@ def run_grasp_search(
         "wall_clock_s": total,
         "controller_round_share": timer.timings.get("controller_rounds", 0.0) / total if total else 0.0,
     }
-    write_json(out / "result.json", summary)
-    try:
-        from grasp_lora.plots import plot_trajectory
+    if dist.world_size() > 1:
+        summary.update(processes=dist.world_size(), rank_digests=digests)
 
-        plot_trajectory(history, out / "trajectory.png", p_star=p_star, title=f"GRASP controller ({task} {lang})")
-    except ImportError:  # matplotlib is a dependency; a broken install should not lose the run
-        pass
-    write_manifest(out, stage="grasp", config=cfg.to_dict(), adapters=[str(d) for d in adapter_dirs], **summary)
+    def write() -> None:
+        history = read_jsonl(history_path) if history_path.exists() else []
+        write_json(out / "result.json", summary)
+        try:
+            from grasp_lora.plots import plot_trajectory
+
+            plot_trajectory(history, out / "trajectory.png", p_star=p_star, title=f"GRASP controller ({task} {lang})")
+        except ImportError:  # matplotlib is a dependency; a broken install should not lose the run
+            pass
+        write_manifest(out, stage="grasp", config=cfg.to_dict(), adapters=[str(d) for d in adapter_dirs], **summary)
+
+    dist.run_on_main(write, f"controller run: write {out}")
     return summary
+
+
+def _state_digest(controller: Any, mask_state: Any, p_star: float) -> str:
+    """What must agree across processes after a run: every history record, p*, the committed
+    masks and the factors themselves (exact bytes; floats go through repr, which is exact)."""
+    import json
+
+    from grasp_lora import distributed as dist
+
+    history = json.dumps([controller.history, p_star], sort_keys=True).encode()
+    return dist.tensors_digest([*mask_state.masks, *mask_state.factors], extra=history)

@@ -55,23 +55,6 @@ def encode_rows(
     return out
 
 
-def _is_main_process(accelerator: Any) -> bool:
-    if accelerator is not None:
-        return bool(accelerator.is_main_process)
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
-def _wait(accelerator: Any) -> None:
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-    else:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
-
-
 def train_adapter(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -98,6 +81,8 @@ def train_adapter(
     from accelerate.utils import set_seed
     from peft import get_peft_model
 
+    from grasp_lora import distributed as dist
+
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     timer = Timer()
@@ -113,27 +98,33 @@ def train_adapter(
         p.requires_grad_(False)  # the backbone stays frozen whatever the caller left on
     peft_model = get_peft_model(model, peft_lora_config(cfg, base_model_name))
 
-    main = _is_main_process(accelerator)
+    # Rank 0 owns the folder (its pid names it); the other ranks never write to it.
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if main:
+
+    def fresh_tmp() -> None:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-    _wait(accelerator)
+
+    dist.run_on_main(fresh_tmp, f"train adapter {lang}: create {tmp}")
 
     result = train(
         peft_model, train_set, val_set, cfg.train,
         log_path=str(tmp / TRAIN_LOG), progress=progress, accelerator=accelerator, timer=timer, seed=seed,
     )
 
+    trained = [p for p in peft_model.parameters() if p.requires_grad]
+    digests = dist.agree_on_digest(dist.tensors_digest(trained), f"train adapter {lang}: trained weights")
     manifest: dict[str, Any] = {}
-    if main:
+
+    def save() -> None:
         with timer.phase("save"):
             # The loop restored the best epoch's weights; those are what we save.
             peft_model.save_pretrained(str(tmp), safe_serialization=True)
         timings = dict(timer.timings)
         timings["total"] = time.perf_counter() - t0
-        manifest = write_manifest(
+        parallel = {"processes": dist.world_size(), "rank_digests": digests} if dist.world_size() > 1 else {}
+        manifest.update(write_manifest(
             tmp,
             stage="train_adapter",
             task=task,
@@ -155,14 +146,16 @@ def train_adapter(
             wall_clock_seconds=timings["total"],
             data_hashes=dict(data_hashes or {}),
             files=sorted(p.name for p in tmp.iterdir()) + [MANIFEST],
-        )
+            **parallel,
+        ))
         # A leftover incomplete out_dir (an earlier crash) is replaced; a rename onto a non-empty
         # directory is not possible, so remove it first. The manifest inside tmp is written last,
         # so an out_dir that exists is always complete.
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
-    _wait(accelerator)
+
+    dist.run_on_main(save, f"train adapter {lang}: write {out_dir}")
 
     if unload:
         peft_model.unload()  # strips the LoRA layers from `model` in place

@@ -4,6 +4,11 @@ All three are the same recipe: reload the frozen backbone and the original (unpr
 target adapters, merge them with every factor trainable, and train on the target language with
 the loop of stage 1. A fixed-ratio pruner hook (input-aware importance, re-zero after every
 optimizer step) is attached when a ratio is given.
+
+Several processes: every process trains (the loop shards the data and sums gradients), the input
+norms of the pruner are summed over processes (each runs the full pass, if configured, over its
+shard), so every process prunes the same entries; the processes check that they end with
+identical factors, and rank 0 alone exports and writes the manifest.
 """
 
 from __future__ import annotations
@@ -17,20 +22,28 @@ from grasp_lora.io import Timer, write_json, write_manifest
 
 
 def attach_fixed_ratio_pruner(model, groups, ratio: float, cfg: Config, train_set: list[dict]):
-    """Build the fixed-ratio pruner with the configured source of input norms."""
+    """Build the fixed-ratio pruner with the configured source of input norms (summed over
+    processes when there are several)."""
+    from grasp_lora.distributed import reduce_sum_fn
     from grasp_lora.pruning.input_norms import InputNormAccumulator, LayerInputHooks, find_decoder_layers
     from grasp_lora.pruning.pruner import FixedRatioPruner, FullPassNorms, TrainForwardNorms
+    from grasp_lora.training.loop import _shard
     from grasp_lora.training.loss import per_example_losses
 
-    hooks = LayerInputHooks(find_decoder_layers(model), InputNormAccumulator())
+    # mask_source: padding must not count in the norms (SPEC 4: non-padding tokens), and with it
+    # the statistic does not depend on how examples are batched (or spread over processes).
+    hooks = LayerInputHooks(find_decoder_layers(model), InputNormAccumulator(), mask_source=model)
+    reduce_sum = reduce_sum_fn()
     if cfg.prune.importance_inputs == "train_forward":
-        source = TrainForwardNorms(hooks)
+        source = TrainForwardNorms(hooks, reduce_sum)
     else:
+        shard = _shard(train_set)  # this process's part; the statistics are summed afterwards
+
         # The authors' statistic: an extra no-grad forward over the whole training set per step.
         def full_pass() -> None:
-            per_example_losses(model, train_set, cfg.train.eval_batch_size, targets_only=True)
+            per_example_losses(model, shard, cfg.train.eval_batch_size, targets_only=True)
 
-        source = FullPassNorms(hooks, full_pass)
+        source = FullPassNorms(hooks, full_pass, reduce_sum)
     at_least_one = cfg.controller.fidelity == "authors"
     return FixedRatioPruner(groups, ratio, source, at_least_one=at_least_one), hooks
 
@@ -52,6 +65,7 @@ def merged_finetune(
     """Train merged adapters (optionally pruned at `ratio`) and export a PEFT adapter to out_dir/adapter."""
     import torch
 
+    from grasp_lora import distributed as dist
     from grasp_lora.data.tokenize import encode_for_training
     from grasp_lora.models.export import export_peft
     from grasp_lora.models.merged import factor_groups, merge_adapters
@@ -60,7 +74,7 @@ def merged_finetune(
     from grasp_lora.training.loop import train
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    dist.run_on_main(lambda: out.mkdir(parents=True, exist_ok=True), f"{kind}: create {out}")
     timer = Timer()
     started = time.perf_counter()
     task, lang = cfg.data.task, cfg.data.target_lang
@@ -85,9 +99,9 @@ def merged_finetune(
         if layer_hooks is not None:
             layer_hooks.remove()
 
-    real_sparsity = float(sparsity(all_factors(groups)))
-    with timer.phase("export"):
-        export_peft(model, out / "adapter", base_model_name)
+    factors = all_factors(groups)
+    real_sparsity = float(sparsity(factors))
+    digests = dist.agree_on_digest(dist.tensors_digest(factors), f"{kind}: trained factors")
     summary = {
         "kind": kind,
         "ratio": ratio,
@@ -103,6 +117,15 @@ def merged_finetune(
         "timings": timer.timings,
         "wall_clock_s": time.perf_counter() - started,
     }
-    write_json(out / "result.json", summary)
-    write_manifest(out, stage=kind, config=cfg.to_dict(), adapters=[str(d) for d in adapter_dirs], **summary)
+    if dist.world_size() > 1:
+        summary.update(processes=dist.world_size(), rank_digests=digests)
+
+    def write() -> None:
+        with timer.phase("export"):
+            export_peft(model, out / "adapter", base_model_name)
+        summary["wall_clock_s"] = time.perf_counter() - started  # export included
+        write_json(out / "result.json", summary)
+        write_manifest(out, stage=kind, config=cfg.to_dict(), adapters=[str(d) for d in adapter_dirs], **summary)
+
+    dist.run_on_main(write, f"{kind}: write {out}")
     return summary

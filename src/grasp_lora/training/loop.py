@@ -13,13 +13,20 @@ cross-entropy (with the paper's per-device batch of 1: the mean over examples of
 loss, the same quantity validation reports). The trailing window of an epoch may be shorter (10
 micro-batches, accumulation 3 -> windows of 3, 3, 3, 1): it is stepped anyway, normalised by its own
 length, so every example is seen once per epoch and no step is under-scaled. Windows never span
-epochs. `accelerate` decides when to sync (it knows the end of the prepared data loader); its
-`backward` divides by `gradient_accumulation_steps`, which we undo for the short window.
+epochs.
 
-Multi-process (accelerate launch): each process sees its shard of every batch window (accelerate
-splits the data loader), gradients are averaged by DDP, validation losses are summed over
-processes, and every process takes the same early-stopping decision from the same reduced
-number. Logging and the progress bar happen on the main process only; hooks run on every process.
+Several processes (accelerate launch / torchrun; README "Several GPUs"). `cfg.batch_size` is per
+process, so a micro-batch is batch_size x processes consecutive examples of the epoch's order (the
+same order everywhere), and each process takes a contiguous share of it. A share's summed loss is
+divided by the micro-batch's GLOBAL target-token count (known on every rank from the data), so the
+gradients summed over processes are exactly those of one process with batch batch_size x processes:
+the run is the same, within fp32 rounding, however it is spread. Gradients are summed by hand in
+one all-reduce per optimizer step (no DDP wrapper: a short trailing micro-batch may leave a rank
+without an example, and that rank must still take part). Validation losses are summed over
+shards, so every process takes the same early-stopping decision from the same number; hooks run
+on every process and see identical weights. Logging and the progress bar are rank 0's. A rank
+that fails inside a step raises its error and sends a flag through that step's all-reduce, so the
+others raise too instead of waiting (grasp_lora.distributed).
 """
 
 from __future__ import annotations
@@ -31,11 +38,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
+from grasp_lora import distributed as dist
 from grasp_lora.config import TrainConfig
 from grasp_lora.io import Timer, append_jsonl
-from grasp_lora.training.loss import collate, lm_loss, pad_id_of, per_example_losses
+from grasp_lora.training.loss import IGNORE, collate, lm_loss, pad_id_of, per_example_losses
 
 
 @dataclass
@@ -84,28 +92,37 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
-def _make_accelerator(grad_accum: int) -> Any:
-    from accelerate import Accelerator
+def _make_accelerator(grad_accum: int = 1) -> Any:
+    from grasp_lora.distributed import get_accelerator
 
-    return Accelerator(gradient_accumulation_steps=grad_accum)
+    return get_accelerator()
 
 
-def _shard(examples: Sequence[Any], accelerator: Any) -> Sequence[Any]:
-    if accelerator is None or accelerator.num_processes == 1:
-        return examples
-    return examples[accelerator.process_index :: accelerator.num_processes]
+def _shard(examples: Sequence[Any], accelerator: Any = None) -> Sequence[Any]:
+    """This process's share of an evaluation set (every n-th example)."""
+    n = dist.world_size()
+    return examples if n == 1 else examples[dist.rank() :: n]
 
 
 def mean_loss_across_processes(
     model: torch.nn.Module, examples: Sequence[dict[str, Any]], batch_size: int, accelerator: Any = None
 ) -> float:
     """Mean over all examples of the per-example loss; each process scores its shard and the sums
-    are all-reduced, so every process returns the same number."""
-    losses = per_example_losses(model, _shard(examples, accelerator), batch_size)
-    if accelerator is None or accelerator.num_processes == 1:
+    are all-reduced, so every process returns the same number. A failure flag rides along in the
+    all-reduce: a process that failed (out of memory, say) fails every process here."""
+    if dist.world_size() == 1:
+        losses = per_example_losses(model, examples, batch_size)
         return float(losses.mean()) if len(losses) else float("nan")
-    totals = torch.tensor([float(losses.sum()), float(len(losses))], device=accelerator.device, dtype=torch.float64)
-    totals = accelerator.reduce(totals, reduction="sum")
+    error: Optional[BaseException] = None
+    local = [0.0, 0.0]
+    try:
+        losses = per_example_losses(model, _shard(examples), batch_size)
+        local = [float(losses.double().sum()), float(len(losses))]
+    except Exception as e:  # noqa: BLE001 - re-raised on every rank by check_all
+        error = e
+    totals = dist.all_reduce_sum(torch.tensor([*local, float(error is not None)], dtype=torch.float64))
+    if totals[2] > 0:
+        dist.check_all(error, "scoring losses")
     return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
 
 
@@ -122,11 +139,124 @@ def micro_dev_loss_fn(
     return score
 
 
+# ---- data parallelism -------------------------------------------------------------------------
+def target_token_count(example: dict[str, Any]) -> int:
+    """Target tokens of an example as `lm_loss` counts them (label of position t >= 1)."""
+    return sum(1 for t in example["labels"][1:] if t != IGNORE)
+
+
+def global_batches(order: Sequence[int], batch_size: int, world: int) -> list[list[int]]:
+    """Micro-batches of `batch_size` x `world` consecutive indices of the epoch order: the same
+    micro-batches whether one process takes each whole or `world` processes share it."""
+    size = batch_size * world
+    return [list(order[i : i + size]) for i in range(0, len(order), size)]
+
+
+def local_part(indices: Sequence[int], rank: int, world: int) -> list[int]:
+    """This rank's contiguous share of one global micro-batch. Shares differ by at most one
+    example; the short trailing micro-batch of an epoch may leave a rank with none."""
+    q, r = divmod(len(indices), world)
+    start = rank * q + min(rank, r)
+    return list(indices[start : start + q + (1 if rank < r else 0)])
+
+
+def _place(model: torch.nn.Module, accelerator: Any) -> None:
+    """Put the model on the process's device. Not `accelerator.prepare`: no DDP wrapper, because
+    gradients are all-reduced by hand once per window (`_sync_window`), which also copes with a
+    rank that holds no example of a short micro-batch. A model dispatched over several devices
+    (`hf_device_map`) stays where it is."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map and len(set(device_map.values())) > 1:
+        return
+    model.to(accelerator.device)
+
+
+def _backward(accelerator: Any, loss: torch.Tensor) -> None:
+    scaler = getattr(accelerator, "scaler", None)  # fp16 mixed precision only
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def _optimizer_step(accelerator: Any, optimizer: torch.optim.Optimizer) -> None:
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _sync_window(params: Sequence[torch.nn.Parameter], window_loss: torch.Tensor, error: Optional[BaseException], step: int) -> float:
+    """Sum the window's gradients and loss over processes (each process's loss is already
+    divided by the GLOBAL token count, so the sum is the one-process gradient), in one
+    all-reduce that also carries a failure flag. Returns the window's loss.
+
+    A parameter that received no gradient on any process keeps `grad = None` (AdamW skips it,
+    as with one process); on a process that saw no example it gets the others' gradient."""
+    if dist.world_size() == 1:
+        if error is not None:
+            raise error
+        return float(window_loss)
+    device = dist.comm_device()
+    present = [p.grad is not None for p in params]
+    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float().to(device) for p in params]
+    tail = torch.tensor([float(x) for x in present] + [float(window_loss), float(error is not None)], device=device)
+    flat = dist.all_reduce_sum(torch.cat(parts + [tail]))
+    if flat[-1] > 0:
+        dist.check_all(error, f"training step {step}")
+    sizes = [p.numel() for p in params]
+    grads = torch.split(flat[: sum(sizes)], sizes)
+    seen = flat[sum(sizes) : sum(sizes) + len(params)]
+    for p, g, s in zip(params, grads, seen):
+        p.grad = g.view_as(p).to(device=p.device, dtype=p.dtype) if s > 0 else None
+    return float(flat[-2])
+
+
 def _call(hooks: Iterable[Any], name: str, state: LoopState) -> None:
     for hook in hooks:
         fn = getattr(hook, name, None)
         if fn is not None:
             fn(state)
+
+
+def _check_distributed_type(accelerator: Any) -> None:
+    kind = str(getattr(getattr(accelerator, "distributed_type", None), "value", "")).upper()
+    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA"):
+        raise ValueError(
+            f"distributed type {kind}: grasp-lora trains with data parallelism only (accelerate "
+            "multi-GPU/multi-CPU); the pruner and the controller read whole LoRA factors on every rank"
+        )
+
+
+def _run_window(
+    model: torch.nn.Module,
+    train_set: Sequence[dict[str, Any]],
+    window: Sequence[Sequence[int]],
+    tokens: Sequence[int],
+    pad: int,
+    cfg: TrainConfig,
+    accelerator: Any,
+) -> torch.Tensor:
+    """Forward + backward of this rank's share of every micro-batch of one window.
+
+    Each micro-batch's loss is its summed target-token cross-entropy over the micro-batch's GLOBAL
+    target-token count (all ranks' shares), and the window's gradient is the mean over its
+    micro-batches: summed over ranks this is exactly the one-process gradient. Returns this
+    rank's share of the window's loss (a detached tensor; summed on the device, no sync per
+    micro-batch)."""
+    rank, world = dist.rank(), dist.world_size()
+    total = torch.zeros((), dtype=torch.float32)
+    for indices in window:
+        mine = local_part(indices, rank, world)
+        if not mine:
+            continue  # a short trailing micro-batch: nothing for this rank
+        n_tok = max(sum(tokens[i] for i in indices), 1)
+        with accelerator.autocast():
+            loss_sum, _ = lm_loss(model, collate([train_set[i] for i in mine], pad), cfg.targets_only_head)
+        loss = loss_sum / n_tok / len(window)
+        _backward(accelerator, loss)
+        total = total.to(loss.device) + loss.detach().float()
+    return total
 
 
 def train(
@@ -150,6 +280,7 @@ def train(
     `grad_accum` overrides `cfg.grad_accum` (the controller run uses 1). `seed` overrides
     `cfg.seed` for the shuffle; `desc` labels the progress bar. Returns per-epoch losses, the best epoch and timings; the model
     ends holding the best epoch's trainable weights, in the train/eval mode it came in with.
+    With several processes `cfg.batch_size` is per process: a micro-batch is batch_size x processes.
     """
     if len(train_set) == 0:
         raise ValueError("train: empty training set")
@@ -158,10 +289,8 @@ def train(
     timer = timer if timer is not None else Timer()
     if accelerator is None:
         accelerator = _make_accelerator(accum)
-    else:
-        accelerator.gradient_accumulation_steps = accum
-    accelerator.step = 0  # accelerate's micro-step counter; a reused accelerator may hold a stale one
-    main = accelerator.is_main_process
+    _check_distributed_type(accelerator)
+    main = dist.is_main()
 
     if params is None:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -171,18 +300,15 @@ def train(
 
     sampler = EpochShuffle(len(train_set), seed)
     pad = pad_id_of(model)
-    loader = DataLoader(
-        list(train_set), batch_size=cfg.batch_size, sampler=sampler, collate_fn=lambda b: collate(b, pad)
-    )
-    # Prepare the model first, then build the optimizer on the (now placed) parameters: the
-    # order FSDP needs, and harmless otherwise. Parameters keep their identity across `.to()`.
-    wrapped = accelerator.prepare(model)
+    tokens = [target_token_count(ex) for ex in train_set]
+    _place(model, accelerator)
+    # Every rank starts from rank 0's weights, whatever seeds the caller used (LoRA init, ...).
+    dist.broadcast_tensors_(params)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    optimizer, loader = accelerator.prepare(optimizer, loader)
-    # Not prepared: accelerate would step a prepared scheduler per optimizer step; SPEC 2 says per epoch.
+    # StepLR once per epoch, by hand (SPEC 2).
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=cfg.lr_gamma)
 
-    n_batches = len(loader)
+    n_batches = math.ceil(len(train_set) / (cfg.batch_size * dist.world_size()))
     steps_per_epoch = math.ceil(n_batches / accum)
     planned = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -213,28 +339,20 @@ def train(
             lr = optimizer.param_groups[0]["lr"]
             t_epoch = time.perf_counter()
             model.train()
-            window_losses: list[torch.Tensor] = []
+            batches = global_batches(list(sampler), cfg.batch_size, dist.world_size())
             epoch_step_losses: list[float] = []
             capped = False
-            for i, batch in enumerate(loader):
-                # Length of the window this micro-batch belongs to (the last one may be short).
-                window_len = min(accum, n_batches - (i // accum) * accum)
+            for w in range(0, len(batches), accum):
+                error: Optional[BaseException] = None
+                window_loss = torch.zeros(())
                 with timer.phase("training"):
-                    with accelerator.accumulate(wrapped):
-                        loss_sum, n_tok = lm_loss(wrapped, batch, cfg.targets_only_head)
-                        loss = loss_sum / n_tok.clamp(min=1)
-                        # accelerate divides by `accum`; scale so the window's gradient is the mean
-                        # over its `window_len` micro-batches.
-                        accelerator.backward(loss * (accum / window_len))
-                        window_losses.append(loss.detach())
-                        optimizer.step()  # a no-op until accelerate syncs (end of window)
-                        optimizer.zero_grad(set_to_none=True)
-                    synced = accelerator.sync_gradients
-                if not synced:
-                    continue
+                    try:
+                        window_loss = _run_window(model, train_set, batches[w : w + accum], tokens, pad, cfg, accelerator)
+                    except Exception as e:  # noqa: BLE001 - re-raised on every rank by _sync_window
+                        error = e
+                    step_loss = _sync_window(params, window_loss, error, state.step + 1)
+                    _optimizer_step(accelerator, optimizer)
                 state.step += 1
-                step_loss = float(torch.stack(window_losses).mean())
-                window_losses = []
                 epoch_step_losses.append(step_loss)
                 _call(hooks, "on_optimizer_step", state)
                 if main and log_path is not None:
@@ -251,7 +369,7 @@ def train(
 
             val_loss: Optional[float] = None
             if has_val:
-                with timer.phase("validation"):
+                with timer.phase("validation"), accelerator.autocast():
                     val_loss = mean_loss_across_processes(model, val_set, cfg.eval_batch_size, accelerator)
             record = {
                 "epoch": epoch,
@@ -271,7 +389,7 @@ def train(
             _call(hooks, "on_epoch_end", state)
 
             if val_loss is not None:
-                # Every process holds the same reduced val_loss, so the decision agrees everywhere.
+                # Every process holds the same all-reduced val_loss, so the decision agrees everywhere.
                 if val_loss < best_val:
                     best_val, best_epoch, bad_epochs = val_loss, epoch, 0
                     best_weights = [p.detach().clone() for p in params]
@@ -286,10 +404,6 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-        if hasattr(loader, "end"):
-            # A run cut short (max_steps, a hook's stop) leaves accelerate's data-loader state
-            # registered; clear it so a reused accelerator counts windows afresh.
-            loader.end()
 
     if best_weights is not None:
         with torch.no_grad():
@@ -298,9 +412,6 @@ def train(
     state.extra["best_epoch"] = best_epoch
     model.train(was_training)
     _call(hooks, "on_train_end", state)
-    # Drop accelerate's references to this run's model/optimizer/loader so a long pipeline that
-    # reuses one accelerator does not keep every backbone it has trained alive.
-    accelerator.free_memory()
     return LoopResult(
         epochs=epochs,
         best_epoch=best_epoch,

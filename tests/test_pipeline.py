@@ -116,3 +116,29 @@ def test_killed_pipeline_resumes_to_the_same_report(reference_run):
     assert _comparable(run / "results.json") == _comparable(reference / "results.json")
     leftovers = [p for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name]
     assert leftovers == []
+
+
+def test_optuna_search_through_the_cli(reference_run):
+    from grasp_lora.config import load_config
+    from grasp_lora.pipeline import Experiment
+
+    root, run, _ = reference_run
+    proc = run_cli(["search", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--quiet", "--method", "optuna",
+                    "--trials", "2"], root / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Optuna best ratio" in proc.stdout
+    result = json.loads((run / "seed_42/optuna/result.json").read_text())
+    assert 0.1 <= result["best_ratio"] <= 0.8 and len(result["trials"]) == 2
+    exp = Experiment(load_config(run / "config.yaml"), progress=False)
+    systems = exp.systems()
+    assert systems["optuna_best_seed42"]["family"] == "optuna"
+    assert Path(systems["optuna_best_seed42"]["adapter"]).is_dir()
+
+
+def test_bad_input_is_one_line_on_stderr(tmp_path):
+    proc = run_cli(["pipeline", "demo", "controller.p_min=0.9", "--run-dir", str(tmp_path / "r")], tmp_path / "cache")
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.strip().splitlines() if l]
+    assert lines == ["grasp-lora: error: controller.p_min: must be below controller.p_max (0.9 >= 0.8)"]
+    proc = run_cli(["pipeline", "no_such_recipe"], tmp_path / "cache")
+    assert proc.returncode == 2 and "shipped:" in proc.stderr and "demo" in proc.stderr

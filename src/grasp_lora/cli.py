@@ -104,6 +104,11 @@ def cmd_search(args) -> int:
             for seed in exp.cfg.pipeline.seeds:
                 s = read_json(exp.seed_dir(seed) / "grid" / "summary.json")
                 print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f}  ({exp.seed_dir(seed) / 'grid'})")
+    elif args.method == "optuna":
+        budget = None if args.budget_minutes is None else 60 * args.budget_minutes
+        for seed, res in exp.optuna(n_trials=args.trials, budget_s=budget).items():
+            print(f"seed {seed}: Optuna best ratio = {res['best_ratio']:.4f} over {len(res['trials'])} trials "
+                  f"({exp.seed_dir(seed) / 'optuna'})")
     return 0
 
 
@@ -245,7 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = recipe_cmd("train-adapter", "train a stage-1 LoRA adapter (PEFT folder)", cmd_train_adapter)
     p.add_argument("--lang", required=True, help="source, target, or a language code of the recipe")
     p = recipe_cmd("search", "find the prune ratio: GRASP controller run or grid search", cmd_search)
-    p.add_argument("--method", choices=["grasp", "grid"], default="grasp")
+    p.add_argument("--method", choices=["grasp", "grid", "optuna"], default="grasp",
+                   help="optuna: TPE + Hyperband over the ratio (pip install grasp-lora[optuna])")
+    p.add_argument("--trials", type=int, default=8, help="optuna only: number of trials")
+    p.add_argument("--budget-minutes", type=float, help="optuna only: stop starting trials after this budget")
     p.add_argument("--point", type=int, help="grid only: run just grid point I (for schedulers); then `collect`")
     recipe_cmd("collect", "gather finished grid points and pick the best ratio", cmd_collect)
     p = recipe_cmd("finetune", "the final merge + prune run (default ratio: the controller's p*)", cmd_finetune)

@@ -93,12 +93,16 @@ class Experiment:
         """A fresh copy of the frozen base model (loaded once per process) and the tokenizer.
         The first load is collective with several processes (rank 0 first: it may fill the
         model cache), so every process must call it at the same point."""
-        from grasp_lora.models.loading import load_model
+        from grasp_lora.models.loading import resolve_device, resolve_dtype, load_model
 
+        device = resolve_device(self.cfg.model.device)
         if self._base is None:
+            # The master copy stays in host memory in the target dtype; each stage gets its own copy
+            # on the device, so a GPU holds one backbone (16 GB for Llama 3 8B in bf16), not two.
             with dist.main_first("load the base model"):
-                self._base, self._tokenizer = load_model(self.cfg.model)
-        return copy.deepcopy(self._base), self._tokenizer
+                self._base, self._tokenizer = load_model(
+                    self.cfg.model, device="cpu", dtype=resolve_dtype(self.cfg.model.dtype, device))
+        return copy.deepcopy(self._base).to(device), self._tokenizer
 
     def rows(self, lang: str, split: str) -> list[dict]:
         from grasp_lora.data.prepare import load_split
@@ -240,6 +244,16 @@ class Experiment:
                 if summary is not None:
                     self.log(f"       grid best ratio (seed {seed}): {summary['best_ratio']:.2f}")
 
+    def optuna(self, n_trials: int = 8, budget_s: float | None = None) -> dict[int, dict[str, Any]]:
+        """Optuna's TPE + Hyperband over the ratio (a baseline users would reach for; not a pipeline stage)."""
+        from grasp_lora.search.optuna_search import run_optuna_search
+
+        results = {}
+        for seed in self.cfg.pipeline.seeds:
+            out = self.seed_dir(seed) / "optuna"
+            results[seed] = run_optuna_search(self, seed, out, n_trials=n_trials, budget_s=budget_s)
+        return results
+
     def collect(self) -> dict[str, Any]:
         """Gather the finished grid points of every seed (rank 0 writes the summaries); the result
         is returned on every process."""
@@ -279,6 +293,11 @@ class Experiment:
             systems[f"grasp_seed{seed}"] = {"adapter": final / "adapter", "family": "grasp", "seed": seed,
                                             "ratio": self.p_star(seed) if (self.seed_dir(seed) / "grasp" / "result.json").exists() else None,
                                             "manifest": final}
+            optuna_result = self.seed_dir(seed) / "optuna" / "result.json"
+            if optuna_result.exists():  # only after `grasp-lora search --method optuna`
+                res = read_json(optuna_result)
+                systems[f"optuna_best_seed{seed}"] = {"adapter": Path(res["best_adapter"]), "family": "optuna",
+                                                      "seed": seed, "ratio": res["best_ratio"]}
         return systems
 
     def evaluate(self, only_systems: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ FAMILIES = [
     ("lorahub", "LoRAHub"),
     ("adaptive_merge", "adaptive merge"),
     ("grid_best", "adaptive merge + pruning (grid best)"),
+    ("optuna", "adaptive merge + pruning (Optuna best)"),
     ("grasp", "GRASP"),
 ]
 TASK_METRICS = {

@@ -80,7 +80,7 @@ def default_dtype(device: Union[str, torch.device, None] = None) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def _resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     if device is None or device == "auto":
         return torch.device(default_device())
     try:
@@ -92,7 +92,7 @@ def _resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     return dev
 
 
-def _resolve_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
     if dtype is None or dtype == "auto":
         return default_dtype(device)
     if isinstance(dtype, torch.dtype):
@@ -520,8 +520,8 @@ def load_model(
     parameter frozen; the tokenizer always has a pad token (eos when the model has none).
     """
     cfg = _as_config(spec)
-    dev = _resolve_device(device if device is not None else cfg.device)
-    dt = _resolve_dtype(dtype if dtype is not None else cfg.dtype, dev)
+    dev = resolve_device(device if device is not None else cfg.device)
+    dt = resolve_dtype(dtype if dtype is not None else cfg.dtype, dev)
     trust = bool(trust_remote_code or cfg.trust_remote_code)
     folder = resolve_model_dir(cfg.name, cache_dir if cache_dir is not None else cfg.cache_dir,
                                trust_remote_code=trust)

@@ -33,7 +33,6 @@ Single process: the trial hook reports to the study from the process it runs in.
 
 from __future__ import annotations
 
-import inspect
 import math
 import shutil
 import statistics
@@ -90,26 +89,13 @@ class EpochReporter:
 
 def _run_trial(exp, cfg, out: Path, ratio: float, hook: EpochReporter) -> dict[str, Any]:
     """One grid point at `ratio` through merged_finetune, with the epoch hook attached."""
-    from grasp_lora.training import finetune, loop
+    from grasp_lora.training import finetune
 
     model, tok = exp.base_model()
     lang = cfg.data.target_lang
     call = (cfg, model, tok, exp.source_target_adapters, exp.rows(lang, "train"), exp.rows(lang, "val"), out)
     kwargs = dict(ratio=ratio, kind="optuna_trial", base_model_name=cfg.model.name, progress=exp.progress)
-    if "hooks" in inspect.signature(finetune.merged_finetune).parameters:
-        return finetune.merged_finetune(*call, hooks=[hook], **kwargs)
-    # merged_finetune takes no extra hooks (yet): hand ours to the training loop it calls, for the
-    # duration of this call only. merged_finetune imports `train` when it runs, so it sees this.
-    original = loop.train
-
-    def train_with_epoch_hook(*args, hooks=(), **kw):
-        return original(*args, hooks=[*hooks, hook], **kw)
-
-    loop.train = train_with_epoch_hook
-    try:
-        return finetune.merged_finetune(*call, **kwargs)
-    finally:
-        loop.train = original
+    return finetune.merged_finetune(*call, hooks=[hook], **kwargs)
 
 
 def _duration(t) -> Optional[float]:

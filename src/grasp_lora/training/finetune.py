@@ -61,8 +61,12 @@ def merged_finetune(
     kind: str,
     base_model_name: str,
     progress: bool = True,
+    hooks: Sequence = (),
 ) -> dict[str, Any]:
-    """Train merged adapters (optionally pruned at `ratio`) and export a PEFT adapter to out_dir/adapter."""
+    """Train merged adapters (optionally pruned at `ratio`) and export a PEFT adapter to out_dir/adapter.
+
+    `hooks` are extra training-loop hooks (for example Optuna's per-epoch reporter), run after the pruner.
+    """
     import torch
 
     from grasp_lora import distributed as dist
@@ -85,11 +89,13 @@ def merged_finetune(
     train_set = [encode_for_training(tokenizer, task, lang, r, cfg.data.max_length) for r in train_rows]
     val_set = [encode_for_training(tokenizer, task, lang, r, cfg.data.max_length) for r in val_rows]
 
+    extra_hooks = list(hooks)
     hooks = []
     layer_hooks = None
     if ratio is not None:
         pruner, layer_hooks = attach_fixed_ratio_pruner(model, groups, ratio, cfg, train_set)
         hooks.append(pruner)
+    hooks.extend(extra_hooks)
     try:
         result = train(
             model, train_set, val_set, cfg.train, hooks=hooks, log_path=out / "train_log.jsonl",

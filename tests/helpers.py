@@ -39,3 +39,39 @@ def cli_env(cache_dir: Path) -> dict[str, str]:
 def run_cli(args: list[str], cache_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "grasp_lora", *args], env=cli_env(cache_dir), capture_output=True,
                           text=True, timeout=timeout)
+
+
+# ---- PEFT adapters on the tiny model (adapter, merge, export, TIES and LoRAHub tests) -----------
+
+def make_adapter(out: Path, seed: int, r: int = 4, alpha: int = 16, targets=("q_proj", "v_proj"),
+                 base: str | None = None) -> Path:
+    """A stage-1-like PEFT LoRA folder with non-trivial (random) A and B on tiny-llama."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from grasp_lora.models.tiny import tiny_model
+
+    model, _ = tiny_model("llama", 0)
+    pm = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.05, target_modules=list(targets)))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    pm.save_pretrained(str(out))
+    if base is not None:
+        # The base name goes in afterwards: saving with a hub-like name makes PEFT look it up online.
+        cfg_path = out / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = base
+        cfg_path.write_text(json.dumps(cfg))
+    return out
+
+
+def logits_of(model, ids):
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=ids).logits

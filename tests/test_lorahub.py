@@ -21,22 +21,9 @@ from grasp_lora.baselines.lorahub import (
 from grasp_lora.config import LoraHubConfig
 from grasp_lora.models.merged import AdapterMismatchError, merged_modules, read_adapter, unmerge
 from grasp_lora.models.tiny import tiny_model
+from helpers import logits_of, make_adapter
 
 IDS = torch.tensor([[2, 40, 41, 77, 90, 101, 5, 66], [2, 9, 120, 33, 33, 200, 7, 1]])
-
-
-def make_adapter(out: Path, seed: int, r: int = 4, alpha: int = 16) -> Path:
-    from peft import LoraConfig, get_peft_model
-
-    model, _ = tiny_model("llama", 0)
-    pm = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    pm.save_pretrained(str(out))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +33,7 @@ def adapters(tmp_path_factory) -> list[Path]:
 
 
 def logits(model: nn.Module) -> torch.Tensor:
-    with torch.no_grad():
-        return model(input_ids=IDS).logits
+    return logits_of(model, IDS)
 
 
 TARGET = np.array([0.7, -0.4, 1.1])

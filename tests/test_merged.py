@@ -28,28 +28,13 @@ from grasp_lora.models.merged import (
 )
 from grasp_lora.models.tiny import tiny_model
 
+import helpers
+
 IDS = torch.tensor([[2, 40, 41, 77, 90, 101, 5, 66], [2, 9, 120, 33, 33, 200, 7, 1]])
 
 
-def make_adapter(out: Path, seed: int, r: int = 4, alpha: int = 16, targets=("q_proj", "v_proj"),
-                 base: str | None = "tiny-llama") -> Path:
-    """A stage-1-like PEFT LoRA folder with non-trivial (random) A and B."""
-    from peft import LoraConfig, get_peft_model
-
-    model, _ = tiny_model("llama", 0)
-    pm = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.05, target_modules=list(targets)))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    pm.save_pretrained(str(out))
-    # The base name goes in afterwards: saving with a hub-like name makes PEFT look it up online.
-    cfg_path = out / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = base
-    cfg_path.write_text(json.dumps(cfg))
-    return out
+def make_adapter(out: Path, seed: int, **kw) -> Path:
+    return helpers.make_adapter(out, seed, **{"base": "tiny-llama", **kw})
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +44,7 @@ def adapters(tmp_path_factory) -> list[Path]:
 
 
 def logits(model: nn.Module) -> torch.Tensor:
-    with torch.no_grad():
-        return model(input_ids=IDS).logits
+    return helpers.logits_of(model, IDS)
 
 
 # ---------------------------------------------------------------------------------------------

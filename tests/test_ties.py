@@ -13,23 +13,10 @@ from torch import nn
 from grasp_lora.baselines.ties import TIES_INFO, ties_merge
 from grasp_lora.models.merged import AdapterMismatchError, read_adapter
 from grasp_lora.models.tiny import tiny_model
+from helpers import logits_of, make_adapter
 
 IDS = torch.tensor([[2, 40, 41, 77, 90, 101, 5, 66]])
 KEY = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
-
-
-def make_adapter(out: Path, seed: int, r: int = 4, alpha: int = 16) -> Path:
-    from peft import LoraConfig, get_peft_model
-
-    model, _ = tiny_model("llama", 0)
-    pm = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    pm.save_pretrained(str(out))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +26,7 @@ def adapters(tmp_path_factory) -> list[Path]:
 
 
 def logits(model: nn.Module) -> torch.Tensor:
-    with torch.no_grad():
-        return model(input_ids=IDS).logits
+    return logits_of(model, IDS)
 
 
 def test_ties_folder_loads_in_peft_and_changes_logits(tmp_path, adapters):

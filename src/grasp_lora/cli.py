@@ -233,8 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def recipe_cmd(name: str, help: str, func, recipe: bool = True):
+    def recipe_cmd(name: str, help: str, func, recipe: bool = True, before_recipe=None):
         p = sub.add_parser(name, help=help, description=help)
+        if before_recipe is not None:  # a positional that reads before the recipe (`baseline NAME RECIPE`)
+            p.add_argument(before_recipe[0], **before_recipe[1])
         if recipe:
             p.add_argument("recipe", help="recipe YAML path or shipped recipe name (" + ", ".join(shipped_recipes()) + ")")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
@@ -259,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = recipe_cmd("finetune", "the final merge + prune run (default ratio: the controller's p*)", cmd_finetune)
     p.add_argument("--ratio", type=float, help="prune ratio in [0, 1) (default: p* of the grasp search)")
     p.add_argument("--out", help="output folder (with --ratio)")
-    p = recipe_cmd("baseline", "build (and with --evaluate, score) one baseline", cmd_baseline)
-    p.add_argument("name", choices=["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"])
+    p = recipe_cmd("baseline", "build (and with --evaluate, score) one baseline", cmd_baseline, before_recipe=(
+        "name", dict(choices=["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"])))
     p.add_argument("--evaluate", action="store_true", help="also generate and evaluate it on the test split")
     p = recipe_cmd("generate", "greedy predictions of a model (+ optional PEFT adapter) as JSONL", cmd_generate)
     p.add_argument("--adapter", help="PEFT adapter folder (default: the base model, zero-shot)")

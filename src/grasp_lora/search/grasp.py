@@ -37,13 +37,10 @@ def run_grasp_search(
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
-    import torch
-
     from grasp_lora import distributed as dist
     from grasp_lora.controller.grpo import GRPOController
     from grasp_lora.controller.hook import GRPOHook, MaskedModelScorer
-    from grasp_lora.data.tokenize import encode_for_training
-    from grasp_lora.models.merged import factor_groups, merge_adapters
+    from grasp_lora.training.finetune import setup_merged_training
     from grasp_lora.pruning.state import MaskState
     from grasp_lora.training.loop import micro_dev_loss_fn, train
 
@@ -66,14 +63,8 @@ def run_grasp_search(
     timer = Timer()
     started = time.perf_counter()
     task, lang = cfg.data.task, cfg.data.target_lang
-    torch.manual_seed(cfg.train.seed)
-
-    info = merge_adapters(model, [str(d) for d in adapter_dirs], scaling=cfg.merge.scaling)
-    groups = factor_groups(model)
-    encode = lambda r: encode_for_training(tokenizer, task, lang, r, cfg.data.max_length)  # noqa: E731
-    train_set = [encode(r) for r in train_rows]
-    val_set = [encode(r) for r in val_rows]
-    micro_set = [encode(r) for r in micro_dev_rows]
+    info, groups, (train_set, val_set, micro_set) = setup_merged_training(
+        cfg, model, tokenizer, adapter_dirs, train_rows, val_rows, micro_dev_rows)
 
     mask_state = MaskState(groups)
     controller = GRPOController(c)

@@ -48,6 +48,21 @@ def attach_fixed_ratio_pruner(model, groups, ratio: float, cfg: Config, train_se
     return FixedRatioPruner(groups, ratio, source, at_least_one=at_least_one), hooks
 
 
+def setup_merged_training(cfg: Config, model, tokenizer, adapter_dirs: Sequence[str | Path], *row_sets):
+    """Seed, merge the source and target adapters into `model` (every factor trainable, backbone
+    frozen) and encode each row set for the target language: what every merged run starts with."""
+    import torch
+
+    from grasp_lora.models.merged import factor_groups, merge_adapters
+    from grasp_lora.training.adapters import encode_rows
+
+    torch.manual_seed(cfg.train.seed)
+    info = merge_adapters(model, [str(d) for d in adapter_dirs], scaling=cfg.merge.scaling)
+    encoded = [encode_rows(tokenizer, rows, cfg.data.task, cfg.data.target_lang, cfg.data.max_length)
+               for rows in row_sets]
+    return info, factor_groups(model), encoded
+
+
 def merged_finetune(
     cfg: Config,
     model,
@@ -67,12 +82,8 @@ def merged_finetune(
 
     `hooks` are extra training-loop hooks (for example Optuna's per-epoch reporter), run after the pruner.
     """
-    import torch
-
     from grasp_lora import distributed as dist
-    from grasp_lora.data.tokenize import encode_for_training
     from grasp_lora.models.export import export_peft
-    from grasp_lora.models.merged import factor_groups, merge_adapters
     from grasp_lora.pruning.masks import sparsity
     from grasp_lora.pruning.groups import all_factors
     from grasp_lora.training.loop import train
@@ -81,13 +92,7 @@ def merged_finetune(
     dist.run_on_main(lambda: out.mkdir(parents=True, exist_ok=True), f"{kind}: create {out}")
     timer = Timer()
     started = time.perf_counter()
-    task, lang = cfg.data.task, cfg.data.target_lang
-    torch.manual_seed(cfg.train.seed)
-
-    info = merge_adapters(model, [str(d) for d in adapter_dirs], scaling=cfg.merge.scaling)
-    groups = factor_groups(model)
-    train_set = [encode_for_training(tokenizer, task, lang, r, cfg.data.max_length) for r in train_rows]
-    val_set = [encode_for_training(tokenizer, task, lang, r, cfg.data.max_length) for r in val_rows]
+    info, groups, (train_set, val_set) = setup_merged_training(cfg, model, tokenizer, adapter_dirs, train_rows, val_rows)
 
     extra_hooks = list(hooks)
     hooks = []

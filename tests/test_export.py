@@ -12,15 +12,9 @@ from torch import nn
 from grasp_lora.models.export import EXPORT_INFO, export_peft
 from grasp_lora.models.merged import merge_adapters, trainable_factors
 from grasp_lora.models.tiny import tiny_model
-from helpers import logits_of, make_adapter
+from helpers import logits_of
 
 IDS = torch.tensor([[2, 40, 41, 77, 90, 101, 5, 66], [2, 9, 120, 33, 33, 200, 7, 1]])
-
-
-@pytest.fixture(scope="module")
-def adapters(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    return [make_adapter(root / "en", 1), make_adapter(root / "ar", 2)]
 
 
 def logits(model: nn.Module) -> torch.Tensor:

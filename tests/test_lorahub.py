@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,12 +23,6 @@ from grasp_lora.models.tiny import tiny_model
 from helpers import logits_of, make_adapter
 
 IDS = torch.tensor([[2, 40, 41, 77, 90, 101, 5, 66], [2, 9, 120, 33, 33, 200, 7, 1]])
-
-
-@pytest.fixture(scope="module")
-def adapters(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    return [make_adapter(root / "en", 1), make_adapter(root / "ar", 2)]
 
 
 def logits(model: nn.Module) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,12 +16,6 @@ from helpers import logits_of, make_adapter
 
 IDS = torch.tensor([[2, 40, 41, 77, 90, 101, 5, 66]])
 KEY = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
-
-
-@pytest.fixture(scope="module")
-def adapters(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    return [make_adapter(root / "en", 1), make_adapter(root / "ar", 2)]
 
 
 def logits(model: nn.Module) -> torch.Tensor:

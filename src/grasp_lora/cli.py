@@ -74,17 +74,9 @@ def cmd_train_adapter(args) -> int:
     if lang not in (d.source_lang, d.target_lang):
         raise ValueError(f"--lang {args.lang}: expected source, target, {d.source_lang} or {d.target_lang}")
     exp.prepare()
-    from grasp_lora.training.adapters import train_adapter
-    from grasp_lora.io import manifest_complete
-
+    exp.adapters([lang])
     out = exp.adapter_dir(lang)
-    if dist.from_main(manifest_complete(out)):
-        print(f"adapter already trained: {out}")
-        return 0
-    model, tok = exp.base_model()
-    train_adapter(model, tok, exp.rows(lang, "train"), exp.rows(lang, "val"), d.task, lang, exp.cfg, out,
-                  base_model_name=exp.cfg.model.name, progress=exp.progress)
-    print(f"PEFT adapter written to {out}")
+    print(f"PEFT adapter: {out}")
     return 0
 
 

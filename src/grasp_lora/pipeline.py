@@ -124,11 +124,12 @@ class Experiment:
         if not self._skip(self.data_dir, "prepare data"):
             dist.run_on_main(lambda: prepare_data(self.cfg, self.data_dir), "prepare data")
 
-    def adapters(self) -> None:
+    def adapters(self, langs: list[str] | None = None) -> None:
+        """Stage-1 adapters: the source and target language, or just `langs`."""
         from grasp_lora.training.adapters import train_adapter
 
         d = self.cfg.data
-        for lang in (d.source_lang, d.target_lang):
+        for lang in langs or (d.source_lang, d.target_lang):
             out = self.adapter_dir(lang)
             if self._skip(out, f"train {lang} adapter"):
                 continue

@@ -472,7 +472,7 @@ def token_counts(examples: Iterable[dict[str, Any]]) -> tuple[int, int]:
 
 def scoring_head_positions(examples: Sequence[dict[str, Any]], batch_size: int) -> int:
     """LM-head positions `per_example_losses` really computes (targets-only head): per length-sorted
-    batch, rows × |union of target positions| (≥ the target-token count when lengths differ)."""
+    batch, rows × |union of target positions| (left padding: the longest target of the batch)."""
     import torch
 
     from grasp_lora.training.loss import IGNORE, collate
@@ -480,7 +480,7 @@ def scoring_head_positions(examples: Sequence[dict[str, Any]], batch_size: int) 
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     total = 0
     for s in range(0, len(order), batch_size):
-        batch = collate([examples[i] for i in order[s : s + batch_size]], 0)
+        batch = collate([examples[i] for i in order[s : s + batch_size]], 0, left=True)
         pos = (batch["labels"][:, 1:] != IGNORE).any(dim=0).sum()
         total += int(pos) * batch["labels"].shape[0]
     return total

@@ -116,6 +116,49 @@ def test_collate_right_pads():
         collate([{"input_ids": [1, 2], "labels": [1]}], pad_id=0)
 
 
+def test_collate_left_pads_with_positions():
+    a = {"input_ids": [2, 5, 6], "labels": [IGNORE, IGNORE, 6]}
+    b = {"input_ids": [2, 7], "labels": [IGNORE, 7]}
+    batch = collate([a, b], pad_id=9, left=True)
+    assert batch["input_ids"].tolist() == [[2, 5, 6], [9, 2, 7]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 1, 1]]
+    assert batch["labels"].tolist() == [[IGNORE, IGNORE, 6], [IGNORE, IGNORE, 7]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 0, 1]]
+    assert "position_ids" not in collate([a, b], pad_id=9)
+
+
+def test_left_padding_shrinks_the_targets_only_head_to_the_longest_target():
+    model, _ = peft_tiny("llama")
+    examples = [make_example(12, 5, seed=0), make_example(7, 3, seed=1)]
+    logits, targets = target_logits(model, collate(examples, pad_id=0, left=True), targets_only=True)
+    # Both targets end at the last column: the union is the longer target (5), not 8 positions.
+    assert logits.shape[:2] == targets.shape == (2, 5)
+    assert (targets != IGNORE).sum() == 8
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
+def test_left_padded_scoring_equals_one_by_one(arch):
+    # Gemma 3 brings sliding-window layers (window 64 in the tiny config: one example is longer)
+    # and final-logit softcapping; GPT-2's absolute positions fail unless the batch's
+    # position_ids reach the model. The left-padded batch must match unpadded scoring for all.
+    if arch == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(4)
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=260, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                                           bos_token_id=BOS, eos_token_id=EOS))
+    else:
+        model, _ = tiny_model(arch, seed=4)
+    model.eval()
+    shapes = [(90, 4), (5, 2), (30, 7), (9, 3), (12, 1), (40, 6)]
+    examples = [make_example(p, t, seed=20 + i) for i, (p, t) in enumerate(shapes)]
+    batched = per_example_losses(model, examples, batch_size=6)
+    for i, ex in enumerate(examples):
+        with torch.no_grad():
+            expected = reference_loss(model, collate([ex], pad_id=0)) / sum(1 for x in ex["labels"][1:] if x != IGNORE)
+        assert abs(float(batched[i]) - float(expected)) < 1e-5, (arch, i)
+
+
 def test_per_example_losses_order_and_values():
     model, _ = tiny_model("llama", seed=3)
     examples = [make_example(p, t, seed=10 + i) for i, (p, t) in enumerate([(15, 4), (5, 2), (30, 7), (9, 3), (12, 1)])]

@@ -21,11 +21,15 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
-def collate(examples: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a list of encoded examples into a batch (labels -100 and mask 0 on padding).
+def collate(examples: Sequence[dict[str, Any]], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:
+    """Pad a list of encoded examples into a batch (labels -100 and mask 0 on padding).
 
-    Right padding keeps every real token at the same position as in the unpadded sequence, so
-    a causal model's outputs on real tokens do not depend on the padding at all.
+    Right padding (training) keeps every real token at the same index as in the unpadded
+    sequence, so a causal model's outputs on real tokens do not depend on the padding at all.
+    Left padding (scoring) ends every row's targets at the last column, so the union of target
+    positions that the targets-only head computes is the longest target, not the spread of the
+    sequence lengths times the target length; the batch then carries `position_ids` counting
+    real tokens from 0, so every real token keeps its unpadded position too.
     """
     if len(examples) == 0:
         raise ValueError("collate: empty batch")
@@ -34,15 +38,21 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     labels = torch.full((n, width), IGNORE, dtype=torch.long)
     attention_mask = torch.zeros((n, width), dtype=torch.long)
+    position_ids = torch.zeros((n, width), dtype=torch.long)
     for i, ex in enumerate(examples):
         ids, lab = ex["input_ids"], ex["labels"]
         if len(ids) != len(lab):
             raise ValueError(f"collate: input_ids and labels differ in length ({len(ids)} vs {len(lab)})")
         k = len(ids)
-        input_ids[i, :k] = torch.as_tensor(ids, dtype=torch.long)
-        labels[i, :k] = torch.as_tensor(lab, dtype=torch.long)
-        attention_mask[i, :k] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        cols = slice(width - k, width) if left else slice(0, k)
+        input_ids[i, cols] = torch.as_tensor(ids, dtype=torch.long)
+        labels[i, cols] = torch.as_tensor(lab, dtype=torch.long)
+        attention_mask[i, cols] = 1
+        position_ids[i, cols] = torch.arange(k)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if left:
+        batch["position_ids"] = position_ids
+    return batch
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -71,16 +81,17 @@ def target_logits(
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch["attention_mask"].to(device)
     labels = batch["labels"].to(device)
+    extra = {"position_ids": batch["position_ids"].to(device)} if "position_ids" in batch else {}
     # Causal shift: the logits at position t predict the token at t + 1.
     next_labels = labels[:, 1:]
     seq_len = input_ids.shape[1]
     if not targets_only:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra).logits
         return logits[:, :-1], next_labels
 
     positions = (next_labels != IGNORE).any(dim=0).nonzero().squeeze(1)
     logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=positions
+        input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=positions, **extra
     ).logits
     if logits.shape[1] != positions.numel():
         # A model that ignores `logits_to_keep` (custom forward swallowing **kwargs) returns every
@@ -121,8 +132,9 @@ def per_example_losses(
     """Mean target-token cross-entropy of each example (fp32, CPU), in the order given.
 
     Runs in eval mode (no dropout) and restores the model's mode afterwards. Examples are batched
-    in length-sorted buckets so a batch pads to almost nothing. An example with no target token
-    scores 0.
+    in length-sorted buckets so a batch pads to almost nothing, and left-padded so that the
+    targets-only head computes only the last few positions of the batch. An example with no target
+    token scores 0.
     """
     n = len(examples)
     out = torch.zeros(n, dtype=torch.float32)
@@ -135,7 +147,7 @@ def per_example_losses(
         order = sorted(range(n), key=lambda i: len(examples[i]["input_ids"]))
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            batch = collate([examples[i] for i in idx], pad)
+            batch = collate([examples[i] for i in idx], pad, left=True)
             logits, targets = target_logits(model, batch, targets_only)
             vocab = logits.shape[-1]
             tok = F.cross_entropy(

@@ -94,10 +94,21 @@ def main(argv: list[str] | None = None) -> int:
                      *[g.get("test", {}).get(k) for k in keys]])
         rows.append([f"Optuna seed {seed}", r["optuna_s"], f"{o['n_complete']}+{o['n_pruned']}p", o["best_ratio"],
                      o["best_val_loss"], *[o.get("test", {}).get(k) for k in keys]])
+    # mean ± std over seeds, per method: (seconds, ratio, val loss, test metrics)
+    fields = {"grasp": ("grasp_s", "p_star", "final_best_val_loss"), "optuna": ("optuna_s", "best_ratio", "best_val_loss")}
+    summary = {}
+    for m, (secs, ratio, val) in fields.items():
+        rs = list(per_seed.values())
+        summary[m] = {"seconds": C.mean_std(r[secs] for r in rs), "ratio": C.mean_std(r[m][ratio] for r in rs),
+                      "val_loss": C.mean_std(r[m][val] for r in rs),
+                      **{k: C.mean_std(r[m].get("test", {}).get(k) for r in rs) for k in keys}}
+        s = summary[m]
+        rows.append([f"{'GRASP' if m == 'grasp' else 'Optuna'} mean ± std", C.fmt_ms(s["seconds"], ".1f"), "",
+                     C.fmt_ms(s["ratio"], ".3f"), C.fmt_ms(s["val_loss"], ".3f"), *[C.fmt_ms(s[k]) for k in keys]])
     print()
     text = C.print_table(["method", "seconds", "runs", "ratio", "val loss", *keys], rows)
     print("runs: GRASP = controller run + final run; Optuna = completed + pruned trials within GRASP's budget")
-    report.update(per_seed=per_seed, table=text,
+    report.update(per_seed=per_seed, table=text, summary=summary,
                   time_ratio_optuna_over_grasp=C.median(C.ratio(r["optuna_s"], r["grasp_s"]) for r in per_seed.values()))
     C.write_report(report, args.out)
     return 0

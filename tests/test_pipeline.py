@@ -81,7 +81,8 @@ def test_final_adapter_loads_with_plain_peft(reference_run):
 def test_rerun_skips_every_finished_stage(reference_run):
     root, run, _ = reference_run
     before = (run / "results.json").read_text()
-    proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--quiet"], root / "cache")
+    # --no-progress, not --quiet: --quiet hides the [skip] lines this test reads.
+    proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--no-progress"], root / "cache")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[run]  train" not in proc.stdout and "[run]  GRASP" not in proc.stdout
     assert proc.stdout.count("[skip]") >= 10

@@ -8,7 +8,7 @@
   `controller/candidate_i`, `controller/loss_i`, `controller/reward_i`, plus the round's mean
   and best reward.
 The x axis is the stage's optimizer step. A stage is named after its folder in the run
-(`adapters/ar`, `seed_42/grasp`, `seed_42/grid/point_0.2000`, ...): in TensorBoard one run per
+(`adapters/ar`, `grasp`, `seed_42/grid/point_0.2000`, ...): in TensorBoard one run per
 stage under `<run>/tensorboard/`, in W&B one run per command with the stage as metric prefix.
 
 The tracker of a command is process-wide (`start` / `active` / `finish`); the training loop asks

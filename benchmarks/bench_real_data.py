@@ -161,8 +161,40 @@ def run_variant(args, lang: str, files, name: str, grid: dict[str, Any] | None) 
     }
     history = [json.loads(l) for l in (exp.grasp_dir() / "history.jsonl").read_text().splitlines() if l.strip()]
     return {"variant": name, "overrides": VARIANTS[name], "controller": controller, "rows": rows, "cost": cost,
+            "diagnosis": diagnose(history, cfg.controller.p_init),
             "trajectory": [{k: h[k] for k in ("round", "p_c", "mu", "sigma", "candidates", "rewards", "committed_ratio")}
                            for h in history]}
+
+
+def diagnose(history: list[dict[str, Any]], p_init: float) -> dict[str, Any]:
+    """What drove the controller: how often the lowest candidate won, how reward relates to the
+    ratio within a round, how large rewards are, and how far mu and p_c moved."""
+    import statistics
+
+    if not history:
+        return {}
+    low_wins, corrs, below, above = 0, [], [], []
+    prev_pc = p_init
+    for h in history:
+        cands, rewards = h["candidates"], h["rewards"]
+        low_wins += int(min(range(len(cands)), key=lambda i: cands[i]) == max(range(len(rewards)), key=lambda i: rewards[i]))
+        if len(set(cands)) > 1 and len(set(rewards)) > 1:
+            corrs.append(statistics.correlation(cands, rewards))
+        for c, r in zip(cands, rewards):
+            (below if c < prev_pc else above).append(r)
+        prev_pc = h["p_c"]
+    commits = [h["committed_ratio"] for h in history if h["committed_ratio"] is not None]
+    return {
+        "rounds": len(history),
+        "lowest_candidate_won": low_wins / len(history),
+        "corr_ratio_reward": statistics.fmean(corrs) if corrs else None,
+        "mean_abs_reward": statistics.fmean(abs(r) for h in history for r in h["rewards"]),
+        "mean_reward_below_pc": statistics.fmean(below) if below else None,
+        "mean_reward_above_pc": statistics.fmean(above) if above else None,
+        "commits": len(commits),
+        "mu": [p_init, history[-1]["mu"]],
+        "p_c": [p_init, history[-1]["p_c"]],
+    }
 
 
 def print_grid(lang: str, grid: dict[str, Any]) -> None:
@@ -186,6 +218,13 @@ def print_variants(lang: str, results: list[dict[str, Any]]) -> None:
                          C.ratio(v["cost"]["grasp_cpu_s"], v["cost"]["grid_cpu_s"])])
     C.print_table(["variant", "seed", "p*", "grid best", "val loss", "regret", "EM", "F1", "BERTScore",
                    "grid F1", "cost/grid (wall)", "cost/grid (cpu)"], rows)
+    print()
+    diag = [[v["variant"], d.get("lowest_candidate_won"), d.get("corr_ratio_reward"), d.get("mean_abs_reward"),
+             d.get("mean_reward_below_pc"), d.get("mean_reward_above_pc"), d.get("commits"),
+             f"{d['mu'][0]:.3f}->{d['mu'][1]:.3f}", f"{d['p_c'][0]:.3f}->{d['p_c'][1]:.3f}"]
+            for v in results for d in [v.get("diagnosis") or {}] if d]
+    C.print_table(["variant", "lowest won", "corr(rho, r)", "mean |r|", "r below p_c", "r above p_c", "commits",
+                   "mu", "p_c"], diag)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -366,7 +366,8 @@ def _folder_files(folder: Path, task: str, lang: str) -> list[Path]:
     return files
 
 
-def _fix_hint(task: str, report: LoadReport) -> str:
+def fix_hint(task: str, report: LoadReport) -> str:
+    """How to fix the most frequent reason rows were skipped (for error and warning lines)."""
     top = max(report.skipped.items(), key=lambda kv: (kv[1], kv[0]))[0] if report.skipped else None
     if top in _FIXES:
         return _FIXES[top]
@@ -379,8 +380,8 @@ def _require_rows(rows: list[dict[str, Any]], report: LoadReport, task: str) -> 
     if rows:
         return
     if report.total == 0:
-        raise DataSourceError(f"{report.source}: no rows found; {_fix_hint(task, report)}")
-    raise DataSourceError(f"{report.source}: no usable rows ({report.line()}); {_fix_hint(task, report)}")
+        raise DataSourceError(f"{report.source}: no rows found; {fix_hint(task, report)}")
+    raise DataSourceError(f"{report.source}: no usable rows ({report.line()}); {fix_hint(task, report)}")
 
 
 def load_local(task: str, lang: str, path: str | Path) -> tuple[list[dict[str, Any]], LoadReport]:

@@ -5,6 +5,7 @@ Nothing here ever leaves half a file: a crash leaves either the old file or the 
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
@@ -127,9 +128,25 @@ def manifest_complete(stage_dir: str | Path) -> bool:
         return False
 
 
+# Fields every manifest written inside `manifest_extra(...)` carries: the pipeline's record of the
+# settings and inputs of the unit being run (grasp_lora.fingerprint), added in the same atomic
+# write as "complete" so no crash can leave a finished unit without it.
+_MANIFEST_EXTRA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("manifest_extra", default=None)
+
+
+@contextmanager
+def manifest_extra(**fields: Any) -> Iterator[None]:
+    token = _MANIFEST_EXTRA.set({**(_MANIFEST_EXTRA.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _MANIFEST_EXTRA.reset(token)
+
+
 def write_manifest(stage_dir: str | Path, **fields: Any) -> dict[str, Any]:
     """Write a stage manifest with status complete; call it last, after every artefact is written."""
     manifest = {"status": "complete", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
+    manifest.update(_MANIFEST_EXTRA.get() or {})
     manifest.setdefault("environment", environment_info())
     write_json(Path(stage_dir) / MANIFEST, manifest)
     return manifest

@@ -65,7 +65,7 @@ def _chain(tmp_path, cfg: Config) -> list[Unit]:
 def _finish(units: list[Unit]) -> None:
     by_name = {u.name: u for u in units}
     for u in units:  # upstream first, as the pipeline runs them
-        with manifest_extra(**record(u, by_name)):
+        with manifest_extra(u.dir, **record(u, by_name)):
             write_manifest(u.dir, stage=u.kind)
 
 
@@ -113,7 +113,7 @@ def test_edited_data_file_and_redone_upstream_are_detected(tmp_path):
     assert len(stale) == 5
     (tmp_path / "pool.jsonl").write_text('{"a": 1}\n')
     # the adapter redone out of band (new manifest): what read it is stale, the adapter is not
-    with manifest_extra(**record(units[1], {u.name: u for u in units})):
+    with manifest_extra(units[1].dir, **record(units[1], {u.name: u for u in units})):
         write_manifest(units[1].dir, stage="adapter", redone=True)
     stale = plan_resume(_chain(tmp_path, Config()))
     assert [s.unit.name for s in stale] == ["grid/point_0.30", "systems/grid_best"]
@@ -130,3 +130,19 @@ def test_unrecorded_manifest_is_stale_and_remove_unit(tmp_path):
     remove_unit(units[0])
     assert not units[0].dir.exists() and not manifest_complete(units[0].dir)
     remove_unit(units[0])  # nothing there: no error
+
+
+def test_manifest_extra_goes_only_to_its_unit(tmp_path):
+    from grasp_lora.io import set_manifest_extra
+
+    unit = tmp_path / "adapters" / "ar"
+    set_manifest_extra(unit, {"fingerprint": {"keys": {}}})
+    try:
+        write_manifest(tmp_path / "adapters" / ".ar.tmp-123", stage="x")  # built in a temp sibling
+        write_manifest(tmp_path / "other", stage="y")
+    finally:
+        set_manifest_extra(None)
+    write_manifest(unit, stage="z")
+    assert "fingerprint" in read_json(tmp_path / "adapters" / ".ar.tmp-123" / "manifest.json")
+    assert "fingerprint" not in read_json(tmp_path / "other" / "manifest.json")
+    assert "fingerprint" not in read_json(unit / "manifest.json")  # cleared

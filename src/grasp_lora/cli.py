@@ -50,13 +50,7 @@ def _experiment(args):
         overrides.append(f"pipeline.output_dir={args.run_dir}")
     cfg = load_config(resolve_recipe(args.recipe), overrides)
     exp = Experiment(cfg, progress=not args.quiet)
-    from grasp_lora.config import save_config
-
-    def start() -> None:
-        exp.root.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, exp.root / "config.yaml")
-
-    dist.run_on_main(start, "write config.yaml")
+    exp.start(rerun_changed=args.rerun_changed)  # stops here if finished results disagree with cfg
     return exp
 
 
@@ -234,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
         p.add_argument("--run-dir", help="run folder (default: the recipe's pipeline.output_dir)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--rerun-changed", action="store_true", help="redo finished units whose settings changed, and what depends on them")
         p.add_argument("--num-processes", type=int, metavar="N",
                        help="data parallel over N processes (GPUs, or CPU processes without CUDA): relaunches "
                             "this command through accelerate's launcher")

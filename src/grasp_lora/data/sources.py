@@ -351,7 +351,7 @@ def read_file_rows(path: Path) -> Iterator[Any]:
     )
 
 
-def _folder_files(folder: Path, task: str, lang: str) -> list[Path]:
+def folder_files(folder: Path, task: str, lang: str) -> list[Path]:
     """MLQA's or XL-Sum's own files for `lang` inside a downloaded folder."""
     if get_task(task).kind == "qa":
         pattern = f"*context-{lang}-question-{lang}.json"
@@ -391,7 +391,7 @@ def load_local(task: str, lang: str, path: str | Path) -> tuple[list[dict[str, A
             f"{path}: no such file or folder; data sources are 'hub', 'demo' or a path to an MLQA "
             f"JSON, XL-Sum JSONL, CSV or JSONL file"
         )
-    files = _folder_files(path, task, lang) if path.is_dir() else [path]
+    files = folder_files(path, task, lang) if path.is_dir() else [path]
     report = LoadReport(source=str(path))
     raw: list[Any] = []
     for f in files:

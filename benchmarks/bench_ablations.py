@@ -55,9 +55,9 @@ def controller_variant(parent, cfg, root: Path, seeds: list[int], evaluate: bool
         exp.evaluate(only_systems=[f"grasp_seed{s}" for s in seeds])
     out = {}
     for s in seeds:
-        g = read_json(exp.seed_dir(s) / "grasp" / "result.json")
+        g = read_json(exp.grasp_dir(s) / "result.json")
         f = read_json(exp.seed_dir(s) / "final" / "result.json")
-        hist = exp.seed_dir(s) / "grasp" / "history.jsonl"
+        hist = exp.grasp_dir(s) / "history.jsonl"
         rec = {"p_star": g["p_star"], "rule": g["p_star_rule"], "rounds": g["rounds"],
                "p_star_final_rule": p_star_from_history(cfg, hist, "final"),
                "p_star_best_trial_rule": p_star_from_history(cfg, hist, "best_trial"),
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     from grasp_lora.config import config_hash
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    cfg = C.build_config(args, [f"pipeline.seeds=[{', '.join(map(str, seeds))}]", "pipeline.baselines=[]"])
+    cfg = C.build_config(args, [f"pipeline.seeds=[{', '.join(map(str, seeds))}]", "pipeline.baselines=[]",
+                                 "pipeline.controller_per_seed=true"])  # as recorded: a controller per seed
     parent = C.base_experiment(cfg, args)
     root = parent.root / f"ablations-{config_hash(cfg)[:8]}"
     evaluate = not args.skip_eval

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     C.setup(args)
 
     ratios = parse_ratios(args.grid_ratios)
-    extra = [f"grid.ratios=[{', '.join(str(r) for r in ratios)}]", "grid.enabled=true", "pipeline.baselines=[grid_best]"]
+    extra = [f"grid.ratios=[{', '.join(str(r) for r in ratios)}]", "grid.enabled=true", "pipeline.baselines=[grid_best]",
+             "pipeline.controller_per_seed=true"]  # as recorded: per-seed GRASP vs per-seed grid
     if args.seeds:
         extra.append(f"pipeline.seeds=[{args.seeds}]")
     cfg = C.build_config(args, extra)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = {}
         for s in seeds:
             sd = child.seed_dir(s)
-            g = read_json(sd / "grasp" / "result.json")
+            g = read_json(child.grasp_dir(s) / "result.json")
             f = read_json(sd / "final" / "result.json")
             grid = read_json(sd / "grid" / "summary.json")
             per_seed[s] = {

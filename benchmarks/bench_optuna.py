@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from grasp_lora.search.optuna_search import run_optuna_search
 
     extra = [f"pipeline.seeds=[{args.seeds}]"] if args.seeds else []
+    extra.append("pipeline.controller_per_seed=true")  # as recorded: GRASP vs Optuna per seed
     cfg = C.build_config(args, extra)
     seeds = list(cfg.pipeline.seeds)
     parent = C.base_experiment(cfg, args)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         opt = run_optuna_search(exp, seed, exp.seed_dir(seed) / "optuna", n_trials=args.max_trials, budget_s=budget,
                                 startup_trials=args.startup_trials)
         optuna_s = time.perf_counter() - t0
-        g = read_json(exp.seed_dir(seed) / "grasp" / "result.json")
+        g = read_json(exp.grasp_dir(seed) / "result.json")
         f = read_json(exp.seed_dir(seed) / "final" / "result.json")
         rec: dict[str, Any] = {
             "grasp_s": grasp_s, "optuna_s": optuna_s, "budget_s": budget,

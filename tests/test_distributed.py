@@ -466,10 +466,10 @@ def test_cli_pipeline_on_two_processes_matches_one_process_with_the_doubled_batc
         assert manifest["processes"] == 2 and len(set(manifest["rank_digests"])) == 1
     # The controller: both ranks agreed (digests of history + masks + weights), and the run is
     # the 1-process run with the doubled batch.
-    grasp = json.loads((two / "seed_42" / "grasp" / "result.json").read_text())
+    grasp = json.loads((two / "grasp" / "result.json").read_text())
     assert grasp["processes"] == 2 and len(grasp["rank_digests"]) == 2 and len(set(grasp["rank_digests"])) == 1
-    h2 = [json.loads(x) for x in (two / "seed_42" / "grasp" / "history.jsonl").read_text().splitlines()]
-    h1 = [json.loads(x) for x in (one / "seed_42" / "grasp" / "history.jsonl").read_text().splitlines()]
+    h2 = [json.loads(x) for x in (two / "grasp" / "history.jsonl").read_text().splitlines()]
+    h1 = [json.loads(x) for x in (one / "grasp" / "history.jsonl").read_text().splitlines()]
     assert len(h2) == len(h1) >= 2
     for a, b in zip(h2, h1):
         torch.testing.assert_close(torch.tensor(a["candidates"]), torch.tensor(b["candidates"]), atol=1e-5, rtol=0)
@@ -506,6 +506,8 @@ def test_grid_points_as_separate_jobs_then_collect(cli_runs):
     assert [p["ratio"] for p in summary["points"]] == [0.3, 0.6] and summary["runs"] == 2
     best = min(summary["points"], key=lambda p: (p["val_loss"], p["ratio"]))
     assert summary["best_ratio"] == best["ratio"]
+    selection = json.loads((one / "grid" / "summary.json").read_text())  # one seed: its best is the selection
+    assert selection["selected_ratio"] == best["ratio"] and selection["seeds"] == [42]
 
 
 def test_cli_error_on_every_rank_exits_nonzero(cli_runs):

@@ -58,3 +58,60 @@ def test_empty_micro_dev_is_one_clear_error_before_training(exp, tmp_path):
         run_grasp_search(exp.cfg, model, tok, exp.source_target_adapters, exp.rows(lang, "train"),
                          exp.rows(lang, "val"), [], tmp_path / "x", progress=False)
     assert not (tmp_path / "x" / "history.jsonl").exists()
+
+
+def test_one_controller_run_is_shared_by_every_seed_and_the_grid_selects_one_ratio(exp):
+    """The paper's protocol (SPEC 6): one controller run (controller seed), a final run per seed at
+    its p*, every grid ratio for every seed, one ratio selected by mean validation loss."""
+    from grasp_lora.io import read_json
+
+    cfg = replace(exp.cfg, pipeline=replace(exp.cfg.pipeline, seeds=[42, 7]))
+    two = Experiment(cfg, root=exp.root, progress=False, log=lambda _: None)
+    two._base, two._tokenizer = exp._base, exp._tokenizer
+    two.grasp()
+    two.final()
+    two.grid()
+    assert (exp.root / "grasp" / "result.json").exists()
+    assert not list(exp.root.glob("seed_*/grasp"))
+    controller = read_json(exp.root / "grasp" / "result.json")
+    assert controller["controller_seed"] == cfg.controller.seed and controller["seed"] == cfg.controller.seed
+    finals = {s: read_json(exp.root / f"seed_{s}" / "final" / "result.json") for s in (42, 7)}
+    assert all(f["ratio"] == controller["p_star"] for f in finals.values())
+    assert finals[42]["seed"] == 42 and finals[7]["seed"] == 7
+    assert finals[42]["best_val_loss"] != finals[7]["best_val_loss"]  # different training orders
+
+    selection = read_json(exp.root / "grid" / "summary.json")
+    means = {}
+    for r in cfg.grid.ratios:
+        losses = [p["val_loss"] for s in (42, 7) for p in read_json(exp.root / f"seed_{s}" / "grid" / "summary.json")["points"]
+                  if p["ratio"] == r]
+        assert len(losses) == 2
+        means[r] = sum(losses) / 2
+    assert selection["selected_ratio"] == min(means, key=lambda r: (means[r], r))
+    systems = two.systems()
+    assert {systems[f"grid_best_seed{s}"]["ratio"] for s in (42, 7)} == {selection["selected_ratio"]}
+    assert {systems[f"grasp_seed{s}"]["ratio"] for s in (42, 7)} == {controller["p_star"]}
+
+
+def test_per_seed_controllers_stay_available(exp):
+    from grasp_lora.pipeline import controller_config
+
+    cfg = replace(exp.cfg, pipeline=replace(exp.cfg.pipeline, seeds=[42, 7], controller_per_seed=True))
+    per_seed = Experiment(cfg, root=exp.root / "per_seed", progress=False, log=lambda _: None)
+    assert per_seed.grasp_dir(7) == exp.root / "per_seed" / "seed_7" / "grasp"
+    assert controller_config(cfg, 7).controller.seed == 7 and controller_config(cfg, 7).train.seed == 7
+    one = controller_config(exp.cfg)
+    assert one.controller.seed == exp.cfg.controller.seed == one.train.seed
+
+
+def test_lookahead_and_standardized_variants_run_and_are_recorded(exp, tmp_path):
+    c = replace(exp.cfg.controller, reward="lookahead", lookahead_steps=2, advantage="standardized")
+    result, history = controller_run(exp, tmp_path / "v", replace(exp.cfg, controller=c))
+    assert result["reward"] == "lookahead" and result["advantage"] == "standardized"
+    records = [json.loads(line) for line in history.splitlines()]
+    assert len(records) == result["rounds"] > 0
+    # standardized advantages of a round have mean 0 and population std 1 (or are all 0)
+    for rec in records:
+        adv = rec["advantages"]
+        assert sum(adv) == pytest.approx(0.0, abs=1e-9)
+        assert sum(a * a for a in adv) / len(adv) == pytest.approx(1.0) or all(a == 0 for a in adv)

@@ -40,7 +40,7 @@ def test_pipeline_writes_every_artefact(reference_run):
     for path in ["config.yaml", "data/manifest.json", "data/ar/test.jsonl", "adapters/en/adapter_model.safetensors",
                  "adapters/ar/adapter_config.json", "baselines/ties/adapter/adapter_config.json",
                  "baselines/lorahub/adapter/adapter_config.json", "baselines/adaptive_merge/adapter/adapter_config.json",
-                 "seed_42/grasp/history.jsonl", "seed_42/grasp/result.json", "seed_42/grasp/trajectory.png",
+                 "grasp/history.jsonl", "grasp/result.json", "grasp/trajectory.png", "grid/summary.json",
                  "seed_42/final/adapter/adapter_model.safetensors", "seed_42/grid/summary.json", "seed_42/grid/grid.png",
                  "systems/grasp_seed42/predictions.jsonl", "systems/zero_shot/metrics.json",
                  "report.md", "results.json", "trajectory.png", "grid.png", "systems.png"]:
@@ -50,13 +50,13 @@ def test_pipeline_writes_every_artefact(reference_run):
     assert families == ["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best", "grasp"]
     for row in results["rows"]:
         assert set(row["metrics"]) == {"bertscore", "exact_match", "f1"}
-    grasp = json.loads((run / "seed_42/grasp/result.json").read_text())
-    history = [json.loads(l) for l in (run / "seed_42/grasp/history.jsonl").read_text().splitlines()]
+    grasp = json.loads((run / "grasp/result.json").read_text())
+    history = [json.loads(l) for l in (run / "grasp/history.jsonl").read_text().splitlines()]
     assert grasp["rounds"] == len(history) > 0
     assert 0.1 <= grasp["p_star"] <= 0.8
     final = json.loads((run / "seed_42/final/result.json").read_text())
     assert final["ratio"] == grasp["p_star"]
-    assert "| grid runs |" in (run / "report.md").read_text()
+    assert "| GRASP (1 controller run(s) + 1 final run(s)) | 2 |" in (run / "report.md").read_text()
 
 
 def test_final_adapter_loads_with_plain_peft(reference_run):

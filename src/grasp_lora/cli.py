@@ -80,8 +80,11 @@ def cmd_search(args) -> int:
     exp.adapters()
     if args.method == "grasp":
         exp.grasp()
-        for seed in exp.cfg.pipeline.seeds:
-            print(f"seed {seed}: p* = {exp.p_star(seed):.4f}  ({exp.seed_dir(seed) / 'grasp'})")
+        if exp.cfg.pipeline.controller_per_seed:
+            for seed in exp.cfg.pipeline.seeds:
+                print(f"seed {seed}: p* = {exp.p_star(seed):.4f}  ({exp.grasp_dir(seed)})")
+        else:
+            print(f"p* = {exp.p_star():.4f}  ({exp.grasp_dir()})")
     elif args.method == "grid":
         exp.grid(point=args.point)
         if args.point is None:
@@ -90,6 +93,8 @@ def cmd_search(args) -> int:
             for seed in exp.cfg.pipeline.seeds:
                 s = read_json(exp.seed_dir(seed) / "grid" / "summary.json")
                 print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f}  ({exp.seed_dir(seed) / 'grid'})")
+            sel = read_json(exp.grid_summary_path)
+            print(f"selected ratio over seeds {sel['seeds']}: {sel['selected_ratio']:.2f}  ({exp.grid_summary_path})")
     elif args.method == "optuna":
         budget = None if args.budget_minutes is None else 60 * args.budget_minutes
         for seed, res in exp.optuna(n_trials=args.trials, budget_s=budget).items():
@@ -100,8 +105,10 @@ def cmd_search(args) -> int:
 
 def cmd_collect(args) -> int:
     exp = _experiment(args)
-    for seed, s in exp.collect().items():
-        print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f} over {s['runs']} points")
+    sel = exp.collect()
+    for seed, s in sel["per_seed"].items():
+        print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f} over {len(s['points'])} points")
+    print(f"selected ratio over seeds {sel['seeds']}: {sel['selected_ratio']:.2f} (lowest mean validation loss)")
     return 0
 
 

@@ -110,6 +110,13 @@ class ControllerConfig:
     p_star_rule: Optional[str] = None  # final | best_trial; None: final (fixed), best_trial (authors)
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
+    # Variants beyond the paper (docs/METHOD.md "Controller variants"); the defaults are the paper's.
+    # advantage: centered (a_i = r_i - mean r, SPEC 5) | standardized (divided by the group's std, as GRPO)
+    advantage: str = "centered"
+    # reward: immediate (loss of the mask on the current weights, SPEC 5) | lookahead (each mask, and
+    # the committed one for L0, is first trained for lookahead_steps optimizer steps, then scored)
+    reward: str = "immediate"
+    lookahead_steps: int = 5
 
     def resolved_p_star_rule(self) -> str:
         if self.p_star_rule is not None:
@@ -121,7 +128,9 @@ class ControllerConfig:
 class GridConfig:
     enabled: bool = True
     ratios: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
-    select_by: str = "val_loss"  # val_loss | val_metric
+    # Only val_loss: selecting by a generated validation metric would need generation on the
+    # validation split for every grid point; refused at config time rather than ignored.
+    select_by: str = "val_loss"
 
 
 @dataclass
@@ -164,6 +173,9 @@ class TiesConfig:
 class PipelineConfig:
     output_dir: str = "runs/experiment"
     seeds: list[int] = field(default_factory=lambda: [42])
+    # false: the paper's protocol (one controller run, seeded by controller.seed, then a final run
+    # per seed at its p*); true: a controller run per seed (variance studies).
+    controller_per_seed: bool = False
     baselines: list[str] = field(
         default_factory=lambda: ["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"]
     )
@@ -396,11 +408,20 @@ def validate(cfg: Config) -> None:
            f"controller.p_star_rule: expected final or best_trial, got {c.p_star_rule!r}")
     _check(c.grad_accum >= 1, "controller.grad_accum: must be >= 1")
     _check(c.score_batch_size >= 1, "controller.score_batch_size: must be >= 1")
+    _check(c.advantage in ("centered", "standardized"),
+           f"controller.advantage: expected centered or standardized, got {c.advantage!r}")
+    _check(c.reward in ("immediate", "lookahead"), f"controller.reward: expected immediate or lookahead, got {c.reward!r}")
+    _check(c.lookahead_steps >= 1, f"controller.lookahead_steps: must be >= 1, got {c.lookahead_steps}")
+    _check(c.fidelity == "fixed" or (c.advantage, c.reward) == ("centered", "immediate"),
+           "controller.fidelity: authors reproduces the released scripts; combine advantage/reward variants "
+           "with fidelity fixed")
     g = cfg.grid
     _check(len(g.ratios) >= 1, "grid.ratios: must list at least one ratio")
     for i, r in enumerate(g.ratios):
         _check(0 <= r < 1, f"grid.ratios[{i}]: a ratio must be in [0, 1), got {r}")
-    _check(g.select_by in ("val_loss", "val_metric"), f"grid.select_by: expected val_loss or val_metric, got {g.select_by!r}")
+    _check(g.select_by == "val_loss",
+           f"grid.select_by: only val_loss is implemented (got {g.select_by!r}); "
+           "selection by a generated validation metric is not available yet")
     _check(cfg.generation.batch_size >= 1, "generation.batch_size: must be >= 1")
     _check(cfg.generation.max_new_tokens is None or cfg.generation.max_new_tokens >= 1,
            "generation.max_new_tokens: must be >= 1 or null")

@@ -21,7 +21,8 @@ paths; ``model.device`` and ``model.cache_dir`` (where the same computation runs
 computes); the batch sizes of no-grad passes, ``train.eval_batch_size``,
 ``controller.score_batch_size`` and ``generation.batch_size`` (left-padded batches score and
 generate the same as one example at a time, tests/test_loss.py and tests/test_generate.py);
-``pipeline.*`` (which seeds and baselines exist adds or drops units, it changes none).
+``pipeline.*`` (which seeds and baselines exist adds or drops units, it changes none), except
+``pipeline.seeds`` for the grid-best systems: the grid's ratio is selected by the mean over seeds.
 """
 
 from __future__ import annotations
@@ -35,44 +36,38 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from grasp_lora.io import MANIFEST, manifest_complete, read_json
 
-_MODEL = ("model.name", "model.dtype", "model.trust_remote_code")
+_MODEL = ("model",)
 _DATA = (
     "data.task", "data.source_lang", "data.target_lang", "data.source_data", "data.target_data",
     "data.seed", "data.source_sizes", "data.target_sizes",
 )
-_TRAIN = (
-    "train.lr", "train.weight_decay", "train.batch_size", "train.grad_accum", "train.epochs",
-    "train.lr_gamma", "train.patience", "train.max_steps", "train.targets_only_head", "train.seed",
-)
-_CONTROLLER = tuple(
-    f"controller.{k}" for k in (
-        "p_min", "p_max", "p_init", "every_k_steps", "candidates", "micro_dev_size", "policy_lr", "kl_coef",
-        "entropy_bonus", "max_step", "seed", "fidelity", "p_star_rule", "grad_accum",
-    )
-)
 _EXAMPLES = ("data.task", "data.max_length")  # how training examples are encoded
+_EVAL = ("data.task", "data.target_lang", "data.max_total_generation", "generation", "eval")
 
-# Unit kind -> the dotted config keys (or section prefixes) its result depends on.
+# Unit kind -> the dotted config keys or whole sections its result depends on. Whole sections on
+# purpose: a key added to a section later invalidates by default; `IGNORED` lists what cannot.
 UNIT_KEYS: dict[str, tuple[str, ...]] = {
     "prepare": _DATA,
-    "adapter": _MODEL + _EXAMPLES + ("lora",) + _TRAIN,
+    "adapter": _MODEL + _EXAMPLES + ("lora", "train"),
     "ties": _MODEL + ("ties",),
     "lorahub": _MODEL + _EXAMPLES + ("data.target_lang", "lorahub", "train.seed"),
-    "adaptive_merge": _MODEL + _EXAMPLES + _TRAIN + ("merge",),
-    # The controller run trains at controller.grad_accum (train.grad_accum is replaced).
-    "grasp": _MODEL + _EXAMPLES + tuple(k for k in _TRAIN if k != "train.grad_accum") + ("merge",) + _CONTROLLER,
+    "adaptive_merge": _MODEL + _EXAMPLES + ("train", "merge"),
+    "grasp": _MODEL + _EXAMPLES + ("train", "merge", "controller"),
     # Fixed-ratio runs: controller.fidelity=authors prunes at least one entry per tensor.
-    "final": _MODEL + _EXAMPLES + _TRAIN + ("merge", "prune", "controller.fidelity"),
-    "grid_point": _MODEL + _EXAMPLES + _TRAIN + ("merge", "prune", "controller.fidelity"),
-    "system": _MODEL + (
-        "data.task", "data.target_lang", "data.max_total_generation", "generation.max_new_tokens", "eval",
-    ),
-    # Which grid point is "best" depends on the grid itself and the selection rule.
-    "grid_system": _MODEL + (
-        "data.task", "data.target_lang", "data.max_total_generation", "generation.max_new_tokens", "eval",
-        "grid.ratios", "grid.select_by",
-    ),
+    "final": _MODEL + _EXAMPLES + ("train", "merge", "prune", "controller.fidelity"),
+    "grid_point": _MODEL + _EXAMPLES + ("train", "merge", "prune", "controller.fidelity"),
+    "system": _MODEL + _EVAL,
+    # Which grid ratio is selected depends on the grid, the rule, and the seeds it averages over.
+    "grid_system": _MODEL + _EVAL + ("grid.ratios", "grid.select_by", "pipeline.seeds"),
 }
+
+# Keys that cannot change a result (module docstring), never part of a fingerprint.
+IGNORED = frozenset({
+    "model.device", "model.cache_dir", "train.eval_batch_size", "controller.score_batch_size",
+    "generation.batch_size",
+})
+# ... and per kind: the controller run trains at controller.grad_accum (train.grad_accum is replaced).
+IGNORED_BY_KIND: dict[str, frozenset[str]] = {"grasp": frozenset({"train.grad_accum"})}
 
 
 class ConfigChangedError(ValueError):
@@ -100,12 +95,13 @@ def _hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def select_keys(flat: Mapping[str, Any], patterns: Iterable[str]) -> dict[str, Any]:
-    """The entries of `flat` named by `patterns` (a full dotted key or a section prefix)."""
+def select_keys(flat: Mapping[str, Any], patterns: Iterable[str], ignored: Iterable[str] = IGNORED) -> dict[str, Any]:
+    """The entries of `flat` named by `patterns` (a full dotted key or a section prefix), less `ignored`."""
     pats = tuple(patterns)
+    skip = frozenset(ignored)
     out = {}
     for k, v in flat.items():
-        if any(k == p or k.startswith(p + ".") for p in pats):
+        if k not in skip and any(k == p or k.startswith(p + ".") for p in pats):
             out[k] = _jsonable(v)
     # A prefix whose section is None or absent (e.g. data.target_sizes: null) still records it.
     for p in pats:
@@ -118,7 +114,7 @@ def config_fingerprint(cfg_dict: Mapping[str, Any], kind: str) -> dict[str, Any]
     """{"kind", "keys": {dotted key: value}, "hash"} of one unit kind under `cfg_dict`."""
     if kind not in UNIT_KEYS:
         raise ValueError(f"unknown unit kind {kind!r} (known: {', '.join(UNIT_KEYS)})")
-    keys = select_keys(flatten(cfg_dict), UNIT_KEYS[kind])
+    keys = select_keys(flatten(cfg_dict), UNIT_KEYS[kind], IGNORED | IGNORED_BY_KIND.get(kind, frozenset()))
     return {"kind": kind, "keys": keys, "hash": _hash(keys)}
 
 
@@ -128,6 +124,7 @@ def results_hash(cfg_dict: Mapping[str, Any]) -> str:
     flat = flatten(cfg_dict)
     keys = select_keys(flat, sorted({p for pats in UNIT_KEYS.values() for p in pats}))
     keys["pipeline.seeds"] = _jsonable(flat.get("pipeline.seeds"))
+    keys["pipeline.controller_per_seed"] = _jsonable(flat.get("pipeline.controller_per_seed"))
     return _hash(keys, 12)
 
 

@@ -14,11 +14,18 @@ Run folder:
     data/                        splits per language + manifest
     adapters/<lang>/             stage-1 PEFT adapters
     baselines/{ties,lorahub,adaptive_merge}/adapter
-    seed_<s>/grasp/              controller run: history.jsonl, result.json (p*), trajectory.png
-    seed_<s>/final/adapter       the GRASP result (final run at p*)
-    seed_<s>/grid/point_<r>/     grid points; summary.json, grid.png
+    grasp/                       the ONE controller run of the experiment (seeded by controller.seed):
+                                 history.jsonl, result.json (p*), trajectory.png
+    seed_<s>/final/adapter       the GRASP result of seed s (final run at that p*)
+    seed_<s>/grid/point_<r>/     grid points of seed s; summary.json (that seed's best), grid.png
+    grid/summary.json            the grid's one selected ratio (lowest mean validation loss over seeds)
     systems/<system>/            predictions.jsonl, metrics.json
     report.md, results.json, *.png
+
+Seeds follow the paper's protocol (SPEC 6): one controller run gives p*; the final run is trained at
+that p* once per seed in pipeline.seeds; the grid runs every ratio for every seed and selects one
+ratio. `pipeline.controller_per_seed: true` runs a controller per seed instead (seed_<s>/grasp/,
+controller seed = s), for variance studies.
 
 Several processes (README "Several GPUs"): every process runs every stage in the same order. A
 skip decision is rank 0's (broadcast), so no process skips work the others do; training stages
@@ -38,7 +45,7 @@ from typing import Any, Callable
 from grasp_lora import distributed as dist
 from grasp_lora import fingerprint as fp
 from grasp_lora.config import Config, save_config
-from grasp_lora.io import manifest_complete, read_json, set_manifest_extra, write_manifest
+from grasp_lora.io import manifest_complete, read_json, set_manifest_extra, write_json, write_manifest
 
 STAGES = ["prepare", "adapters", "baselines", "grasp", "final", "grid", "evaluate", "report"]
 
@@ -48,8 +55,16 @@ class StageError(ValueError):
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
-    """The config of one seed of a seed sweep: training and controller draw from that seed."""
-    return replace(cfg, train=replace(cfg.train, seed=seed), controller=replace(cfg.controller, seed=seed))
+    """The config of one seed of a seed sweep (final runs, grid points): training draws from that seed."""
+    return replace(cfg, train=replace(cfg.train, seed=seed))
+
+
+def controller_config(cfg: Config, seed: int | None = None) -> Config:
+    """The config of a controller run. The paper's protocol (seed None): one run, seeded by
+    controller.seed for both the controller's generator and the training order. Per-seed
+    controllers (`pipeline.controller_per_seed`): both from `seed`."""
+    s = cfg.controller.seed if seed is None else seed
+    return replace(cfg, train=replace(cfg.train, seed=s), controller=replace(cfg.controller, seed=s))
 
 
 class Experiment:
@@ -81,6 +96,17 @@ class Experiment:
 
     def system_dir(self, system: str) -> Path:
         return self.root / "systems" / system
+
+    def grasp_dir(self, seed: int | None = None) -> Path:
+        """The controller run behind seed `seed`'s final run: the experiment's one run, or the
+        seed's own with `pipeline.controller_per_seed`."""
+        if self.cfg.pipeline.controller_per_seed:
+            return self.seed_dir(self.cfg.pipeline.seeds[0] if seed is None else seed) / "grasp"
+        return self.root / "grasp"
+
+    @property
+    def grid_summary_path(self) -> Path:
+        return self.root / "grid" / "summary.json"
 
     @property
     def source_target_adapters(self) -> list[Path]:
@@ -167,14 +193,20 @@ class Experiment:
             baselines["lorahub"] = add(self.baseline_dir("lorahub"), "lorahub", (data,) + pair)
         if "adaptive_merge" in wanted:
             baselines["adaptive_merge"] = add(self.baseline_dir("adaptive_merge"), "adaptive_merge", (data,) + pair)
-        finals, grids = {}, {}
+        # The controller run(s): one per experiment (the paper), or one per seed.
+        per_seed = cfg.pipeline.controller_per_seed
+        controllers = {
+            seed: add(self.grasp_dir(seed), "grasp", (data,) + pair, controller_config(cfg, seed).to_dict())
+            for seed in (cfg.pipeline.seeds if per_seed else [None])
+        }
+        finals, grid_points = {}, []
         for seed in cfg.pipeline.seeds:
             conf = seed_config(cfg, seed).to_dict()
-            grasp = add(self.seed_dir(seed) / "grasp", "grasp", (data,) + pair, conf)
+            grasp = controllers[seed if per_seed else None]
             finals[seed] = add(self.seed_dir(seed) / "final", "final", (data,) + pair + (grasp,), conf)
             if cfg.grid.enabled:
-                grids[seed] = tuple(add(point_dir(self.seed_dir(seed) / "grid", r), "grid_point", (data,) + pair, conf)
-                                    for r in cfg.grid.ratios)
+                grid_points += [add(point_dir(self.seed_dir(seed) / "grid", r), "grid_point", (data,) + pair, conf)
+                                for r in cfg.grid.ratios]
         if "zero_shot" in wanted:
             add(self.system_dir("zero_shot"), "system", (data,))
         if "target_lora" in wanted:
@@ -182,8 +214,10 @@ class Experiment:
         for name, unit in baselines.items():
             add(self.system_dir(name), "system", (data, unit))
         for seed in cfg.pipeline.seeds:
-            if "grid_best" in wanted and seed in grids:
-                add(self.system_dir(f"grid_best_seed{seed}"), "grid_system", (data,) + grids[seed])
+            # The grid's ratio is selected across every seed's points, so each seed's grid-best
+            # system reads all of them.
+            if "grid_best" in wanted and grid_points:
+                add(self.system_dir(f"grid_best_seed{seed}"), "grid_system", (data,) + tuple(grid_points))
             add(self.system_dir(f"grasp_seed{seed}"), "system", (data, finals[seed]))
         return units
 
@@ -289,11 +323,13 @@ class Experiment:
         from grasp_lora.search.grasp import run_grasp_search
 
         lang = self.cfg.data.target_lang
-        for seed in self.cfg.pipeline.seeds:
-            out = self.seed_dir(seed) / "grasp"
-            if self._skip(out, f"GRASP controller run (seed {seed})"):
+        seeds = self.cfg.pipeline.seeds if self.cfg.pipeline.controller_per_seed else [None]
+        for seed in seeds:
+            out = self.grasp_dir(seed)
+            what = "GRASP controller run" + ("" if seed is None else f" (seed {seed})")
+            if self._skip(out, what):
                 continue
-            cfg = seed_config(self.cfg, seed)
+            cfg = controller_config(self.cfg, seed)
             model, tok = self.base_model()
             res = run_grasp_search(
                 cfg, model, tok, self.source_target_adapters, self.rows(lang, "train"), self.rows(lang, "val"),
@@ -301,8 +337,8 @@ class Experiment:
             )
             self.log(f"       p* = {res['p_star']:.4f} ({res['p_star_rule']}), {res['rounds']} rounds")
 
-    def p_star(self, seed: int) -> float:
-        path = self.seed_dir(seed) / "grasp" / "result.json"
+    def p_star(self, seed: int | None = None) -> float:
+        path = self.grasp_dir(seed) / "result.json"
         if not path.exists():
             raise StageError(f"{path}: missing; run the grasp stage first (grasp-lora pipeline ... --only grasp)")
         return float(read_json(path)["p_star"])
@@ -335,6 +371,9 @@ class Experiment:
                 summary = dist.run_on_main(lambda: collect_grid(grid_dir, ratios, self.cfg.grid.select_by), "collect grid")
                 if summary is not None:
                     self.log(f"       grid best ratio (seed {seed}): {summary['best_ratio']:.2f}")
+        if point is None:
+            selection = self.collect()
+            self.log(f"       grid selected ratio over seeds {self.cfg.pipeline.seeds}: {selection['selected_ratio']:.2f}")
 
     def optuna(self, n_trials: int = 8, budget_s: float | None = None) -> dict[int, dict[str, Any]]:
         """Optuna's TPE + Hyperband over the ratio (a baseline users would reach for; not a pipeline stage)."""
@@ -347,13 +386,17 @@ class Experiment:
         return results
 
     def collect(self) -> dict[str, Any]:
-        """Gather the finished grid points of every seed (rank 0 writes the summaries); the result
-        is returned on every process."""
-        from grasp_lora.search.grid import collect_grid
+        """Gather the finished grid points of every seed and select the grid's one ratio across
+        seeds (SPEC 6); rank 0 writes the per-seed summaries and `grid/summary.json`. The selection
+        (`search.grid.select_across_seeds`) is returned on every process."""
+        from grasp_lora.search.grid import collect_grid, select_across_seeds
 
         def gather() -> dict[str, Any]:
-            return {seed: collect_grid(self.seed_dir(seed) / "grid", self.cfg.grid.ratios, self.cfg.grid.select_by)
-                    for seed in self.cfg.pipeline.seeds}
+            per_seed = {seed: collect_grid(self.seed_dir(seed) / "grid", self.cfg.grid.ratios, self.cfg.grid.select_by)
+                        for seed in self.cfg.pipeline.seeds}
+            selection = select_across_seeds(per_seed)
+            write_json(self.grid_summary_path, selection)
+            return selection
 
         return dist.from_main(dist.run_on_main(gather, "collect grid"))
 
@@ -373,17 +416,19 @@ class Experiment:
             if name in wanted:
                 systems[name] = {"adapter": self.baseline_dir(name) / "adapter", "family": name,
                                  "manifest": self.baseline_dir(name)}
+        # The grid's one ratio, selected across seeds, trained once per seed.
+        selected = None
+        if "grid_best" in wanted and cfg.grid.enabled and self.grid_summary_path.exists():
+            selected = read_json(self.grid_summary_path)["selected_ratio"]
         for seed in cfg.pipeline.seeds:
-            grid_summary = self.seed_dir(seed) / "grid" / "summary.json"
-            if "grid_best" in wanted and cfg.grid.enabled and grid_summary.exists():
-                best = read_json(grid_summary)["best_ratio"]
+            if selected is not None:
                 systems[f"grid_best_seed{seed}"] = {
-                    "adapter": point_dir(self.seed_dir(seed) / "grid", best) / "adapter",
-                    "family": "grid_best", "seed": seed, "ratio": best,
+                    "adapter": point_dir(self.seed_dir(seed) / "grid", selected) / "adapter",
+                    "family": "grid_best", "seed": seed, "ratio": selected,
                 }
             final = self.seed_dir(seed) / "final"
             systems[f"grasp_seed{seed}"] = {"adapter": final / "adapter", "family": "grasp", "seed": seed,
-                                            "ratio": self.p_star(seed) if (self.seed_dir(seed) / "grasp" / "result.json").exists() else None,
+                                            "ratio": self.p_star(seed) if (self.grasp_dir(seed) / "result.json").exists() else None,
                                             "manifest": final}
             optuna_result = self.seed_dir(seed) / "optuna" / "result.json"
             if optuna_result.exists():  # only after `grasp-lora search --method optuna`

@@ -77,7 +77,7 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
 
     runtime = _runtime(root)
     controllers = []
-    for gdir in sorted(root.glob("seed_*/grasp")):
+    for gdir in [root / "grasp", *sorted(root.glob("seed_*/grasp"))]:  # one per experiment, or per seed
         if (gdir / "result.json").exists():
             res = read_json(gdir / "result.json")
             controllers.append({"seed": res.get("seed"), "p_star": res["p_star"], "rule": res["p_star_rule"],
@@ -106,24 +106,24 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _runtime(root: Path) -> dict[str, Any]:
-    """Grid search (all points) vs GRASP (controller run + final run), per seed, in minutes."""
-    per_seed = []
-    for sdir in sorted(root.glob("seed_*")):
-        seed = sdir.name.split("_", 1)[1]
-        grid_summary = sdir / "grid" / "summary.json"
-        grasp_res, final_res = sdir / "grasp" / "result.json", sdir / "final" / "result.json"
-        entry: dict[str, Any] = {"seed": seed}
-        if grid_summary.exists():
-            g = read_json(grid_summary)
-            entry["grid_runs"] = g["runs"]
-            entry["grid_minutes"] = g["total_wall_clock_s"] / 60
-        if grasp_res.exists() and final_res.exists():
-            entry["grasp_runs"] = 2
-            entry["grasp_minutes"] = (read_json(grasp_res)["wall_clock_s"] + read_json(final_res)["wall_clock_s"]) / 60
-        if "grid_minutes" in entry and "grasp_minutes" in entry and entry["grasp_minutes"] > 0:
-            entry["speedup"] = entry["grid_minutes"] / entry["grasp_minutes"]
-        per_seed.append(entry)
-    return {"per_seed": per_seed}
+    """The cost of an experiment (SPEC 6): grid = every ratio for every seed; GRASP = its
+    controller run(s) + one final run per seed. Minutes of wall-clock, as recorded by each run."""
+    def minutes(paths: list[Path]) -> float:
+        return sum(read_json(p)["wall_clock_s"] for p in paths) / 60
+
+    grid_points = sorted(root.glob("seed_*/grid/point_*/result.json"))
+    controllers = [p for p in [root / "grasp" / "result.json", *sorted(root.glob("seed_*/grasp/result.json"))] if p.exists()]
+    finals = sorted(root.glob("seed_*/final/result.json"))
+    out: dict[str, Any] = {}
+    if grid_points:
+        out["grid"] = {"runs": len(grid_points), "minutes": minutes(grid_points),
+                       "seeds": len(list(root.glob("seed_*/grid")))}
+    if controllers and finals:
+        out["grasp"] = {"runs": len(controllers) + len(finals), "controller_runs": len(controllers),
+                        "final_runs": len(finals), "minutes": minutes(controllers + finals)}
+    if "grid" in out and "grasp" in out and out["grasp"]["minutes"] > 0:
+        out["speedup"] = out["grid"]["minutes"] / out["grasp"]["minutes"]
+    return out
 
 
 def _results_table(results: dict[str, Any]) -> str:
@@ -140,13 +140,16 @@ def _results_table(results: dict[str, Any]) -> str:
 
 
 def _runtime_table(results: dict[str, Any]) -> str:
-    lines = ["| seed | grid runs | grid min | GRASP runs | GRASP min | speed-up |", "|---|---:|---:|---:|---:|---:|"]
-    for e in results["runtime"]["per_seed"]:
-        def f(key: str, spec: str = ".2f") -> str:
-            return format(e[key], spec) if key in e else "–"
-        speed = f"{e['speedup']:.2f}×" if "speedup" in e else "–"
-        lines.append(f"| {e['seed']} | {e.get('grid_runs', '–')} | {f('grid_minutes')} | {e.get('grasp_runs', '–')} "
-                     f"| {f('grasp_minutes')} | {speed} |")
+    rt = results["runtime"]
+    lines = ["| method | runs | minutes |", "|---|---:|---:|"]
+    if "grid" in rt:
+        lines.append(f"| grid search (every ratio, {rt['grid']['seeds']} seed(s)) | {rt['grid']['runs']} | {rt['grid']['minutes']:.2f} |")
+    if "grasp" in rt:
+        g = rt["grasp"]
+        lines.append(f"| GRASP ({g['controller_runs']} controller run(s) + {g['final_runs']} final run(s)) | {g['runs']} "
+                     f"| {g['minutes']:.2f} |")
+    if "speedup" in rt:
+        lines.append(f"| speed-up of GRASP | | {rt['speedup']:.2f}× |")
     return "\n".join(lines)
 
 
@@ -158,19 +161,18 @@ def build_report(run_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{root}: no such run folder")
     results = collect_results(root)
     plots = []
-    seeds = sorted(root.glob("seed_*"))
-    if seeds:
-        first = seeds[0]
-        hist_path = first / "grasp" / "history.jsonl"
-        p_star = read_json(first / "grasp" / "result.json")["p_star"] if (first / "grasp" / "result.json").exists() else None
-        if hist_path.exists():
-            plot_trajectory(read_jsonl(hist_path), root / "trajectory.png", p_star=p_star,
-                            title=f"GRASP controller trajectory ({first.name})")
-            plots.append(("Controller trajectory", "trajectory.png"))
-        if (first / "grid" / "summary.json").exists():
-            g = read_json(first / "grid" / "summary.json")
-            plot_grid(g["points"], root / "grid.png", best_ratio=g["best_ratio"], p_star=p_star)
-            plots.append(("Grid search (validation loss per ratio, p* marked)", "grid.png"))
+    grasp_dirs = [d for d in [root / "grasp", *sorted(root.glob("seed_*/grasp"))] if (d / "result.json").exists()]
+    p_star = read_json(grasp_dirs[0] / "result.json")["p_star"] if grasp_dirs else None
+    if grasp_dirs and (grasp_dirs[0] / "history.jsonl").exists():
+        label = "the experiment's controller run" if grasp_dirs[0] == root / "grasp" else grasp_dirs[0].parent.name
+        plot_trajectory(read_jsonl(grasp_dirs[0] / "history.jsonl"), root / "trajectory.png", p_star=p_star,
+                        title=f"GRASP controller trajectory ({label})")
+        plots.append(("Controller trajectory", "trajectory.png"))
+    if (root / "grid" / "summary.json").exists():
+        g = read_json(root / "grid" / "summary.json")
+        points = [{"ratio": p["ratio"], "val_loss": p["mean_val_loss"]} for p in g["per_ratio"]]
+        plot_grid(points, root / "grid.png", best_ratio=g["selected_ratio"], p_star=p_star)
+        plots.append(("Grid search (validation loss per ratio, mean over seeds; p* marked)", "grid.png"))
     if results["rows"]:
         names = dict(TASK_METRICS[results["task"]])
         plot_systems(results["rows"], results["metrics"], root / "systems.png",
@@ -202,7 +204,8 @@ def build_report(run_dir: str | Path) -> Path:
                          f"{'–' if share is None else f'{100 * share:.1f}%'} |")
         lines.append("")
     lines += ["## Runtime: grid search vs GRASP", "", _runtime_table(results), "",
-              "GRASP = controller run + final run at p*; grid = one fixed-ratio run per grid ratio.", ""]
+              "GRASP = one controller run (p*) + a final run at p* per seed; grid = one fixed-ratio run per ratio "
+              "and seed, one ratio selected by mean validation loss over the seeds (the paper's protocol).", ""]
     for title, name in plots:
         lines += [f"### {title}", "", f"![{title}]({name})", ""]
     lines += ["## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()] + [""]

@@ -41,6 +41,7 @@ __all__ = [
 
 SIGMA_FLOOR = 1e-3
 VARIANCE_FLOOR = 1e-4
+STD_FLOOR = 1e-12  # rewards whose spread is below this are equal: no direction to learn
 
 
 def clamp(x: float, lo: float, hi: float) -> float:
@@ -89,14 +90,24 @@ def policy_update(
     entropy_bonus: float,
     p_min: float,
     p_max: float,
+    advantage: str = "centered",
 ) -> tuple[float, float, list[float]]:
     """SPEC 5 step 5. Returns (new mu, new sigma, advantages). Inputs are the values before the
-    update (mu, sigma and p_c of this round, before its commit)."""
+    update (mu, sigma and p_c of this round, before its commit).
+
+    advantage: "centered" (SPEC 5: a_i = r_i - mean r) or "standardized" (GRPO's
+    (r_i - mean r) / std r, population std; all zero when the rewards are all equal), which makes
+    the step size independent of the rewards' scale (micro-dev loss differences of ~0.01)."""
     n = len(candidates)
     if n == 0 or n != len(rewards):
         raise ValueError(f"need as many rewards as candidates (>= 1), got {n} and {len(rewards)}")
     mean_r = sum(rewards) / n
     adv = [r - mean_r for r in rewards]
+    if advantage == "standardized":
+        std = math.sqrt(sum(a * a for a in adv) / n)
+        adv = [a / std if std > STD_FLOOR else 0.0 for a in adv]
+    elif advantage != "centered":
+        raise ValueError(f"advantage must be centered or standardized, got {advantage!r}")
     v = max(sigma * sigma, VARIANCE_FLOOR)
     g_mu = sum(a * (rho - mu) / v for a, rho in zip(adv, candidates)) / n
     g_sigma = sum(a * ((rho - mu) ** 2 / v - 1.0) for a, rho in zip(adv, candidates)) / n
@@ -160,7 +171,7 @@ class GRPOController:
         new_mu, new_sigma, adv = policy_update(
             mu, sigma, p_c, candidates, rewards,
             lr=cfg.policy_lr, kl_coef=cfg.kl_coef, entropy_bonus=cfg.entropy_bonus,
-            p_min=cfg.p_min, p_max=cfg.p_max,
+            p_min=cfg.p_min, p_max=cfg.p_max, advantage=cfg.advantage,
         )
         self.policy.mu, self.policy.sigma = new_mu, new_sigma
         # 6. commit

@@ -22,19 +22,24 @@ import torch
 from grasp_lora.controller.grpo import GRPOController, RatioScorer
 from grasp_lora.io import append_jsonl
 from grasp_lora.pruning.importance import magnitude_importance
-from grasp_lora.pruning.masks import mask_from_order, prune_order
+from grasp_lora.pruning.masks import committed_first, mask_from_order, prune_order
 from grasp_lora.pruning.state import MaskState
 
-__all__ = ["MaskedModelScorer", "GRPOHook", "is_main_process"]
+__all__ = ["MaskedModelScorer", "LookaheadScorer", "GRPOHook", "is_main_process"]
 
 
 class MaskedModelScorer:
     """RatioScorer: magnitude importance over the factors of `mask_state.groups`.
 
-    Importance is |w| of the current weights, committed entries included (they are zero, so a
-    candidate at a ratio >= the committed one keeps the committed mask and prunes more; one below
-    it releases committed entries, lowest index first among the zeros). Each refresh sorts every
-    factor once; the candidates of a round only slice those orders.
+    Importance is |w| of the current weights. Committed entries are zero, so they rank first: a
+    candidate at a ratio >= the committed one keeps the committed mask and prunes more, one below
+    it releases committed entries. Which ones (`release`):
+    - "stash" (`fidelity: fixed`): the committed entries with the largest stashed magnitudes, i.e.
+      committed entries ranked by |stash| among themselves, ahead of the live ones ranked by |w|;
+    - "index" (`fidelity: authors`): the zeros tie, so the lowest flat indices are released first,
+      as the authors' magnitude ranking does.
+    Each refresh sorts every factor once; the candidates of a round only slice those orders.
+    Commits reset optimizer state per `optimizer_reset` (see `MaskState.commit`).
     """
 
     def __init__(
@@ -43,11 +48,17 @@ class MaskedModelScorer:
         evaluate_loss: Callable[[], float],
         optimizer_getter: Callable[[], Optional[torch.optim.Optimizer]],
         at_least_one: bool = False,
+        release: str = "stash",
+        optimizer_reset: str = "masked",
     ) -> None:
+        if release not in ("stash", "index"):
+            raise ValueError(f"release: expected stash or index, got {release!r}")
         self.mask_state = mask_state
         self.evaluate_loss = evaluate_loss
         self.optimizer_getter = optimizer_getter
         self.at_least_one = at_least_one
+        self.release = release
+        self.optimizer_reset = optimizer_reset
         self._orders: Optional[list[torch.Tensor]] = None
         self.refreshes = 0
 
@@ -63,7 +74,11 @@ class MaskedModelScorer:
         return float(self.evaluate_loss())
 
     def refresh_importance(self) -> None:
-        self._orders = [prune_order(magnitude_importance(p)) for p in self.mask_state.factors]
+        ms = self.mask_state
+        if self.release == "stash" and ms.has_commit:
+            self._orders = [committed_first(prune_order(v), m) for v, m in zip(ms.restore_magnitudes(), ms.masks)]
+        else:
+            self._orders = [prune_order(magnitude_importance(p)) for p in ms.factors]
         self.refreshes += 1
 
     def candidate_loss(self, ratio: float) -> float:
@@ -71,7 +86,8 @@ class MaskedModelScorer:
             return float(self.evaluate_loss())
 
     def commit(self, ratio: float) -> float:
-        self.mask_state.commit(self._masks(ratio), optimizer=self.optimizer_getter(), ratio=ratio)
+        self.mask_state.commit(self._masks(ratio), optimizer=self.optimizer_getter(), ratio=ratio,
+                               optimizer_reset=self.optimizer_reset)
         return self.mask_state.committed_sparsity()
 
     def state_dict(self) -> dict[str, Any]:
@@ -84,6 +100,85 @@ class MaskedModelScorer:
             torch.as_tensor(o).to(p.device) for o, p in zip(orders, self.mask_state.factors, strict=True)
         ]
         self.refreshes = int(state.get("refreshes", 0))
+
+
+class LookaheadScorer(MaskedModelScorer):
+    """`controller.reward: lookahead`: a mask is scored after the model has been trained under it.
+
+    The immediate reward (SPEC 5) measures the damage a mask does to weights that were trained
+    without it, so pruning more always looks worse and the controller drifts to low ratios even
+    where the grid shows that training under a higher ratio ends better. Here each candidate's
+    mask, and the committed mask for L0, is applied, the factors are trained for `steps` optimizer
+    steps (batch 1, the loop's optimizer and learning rate, the mask re-zeroed after every step) on
+    the same `steps` training examples, and only then is the micro-dev loss taken. Weights and
+    optimizer state are restored exactly afterwards, so the controller run's own trajectory only
+    changes through what the controller commits. The examples of a round are the next `steps`
+    of a seeded cyclic permutation of the training set, the same for every candidate of the round.
+
+    Several processes: every process trains the same examples from the same weights (no
+    all-reduce needed, the result is identical); the micro-dev losses are all-reduced as usual.
+    """
+
+    def __init__(self, mask_state: MaskState, evaluate_loss: Callable[[], float],
+                 optimizer_getter: Callable[[], Optional[torch.optim.Optimizer]], *, model: torch.nn.Module,
+                 train_set: list[dict[str, Any]], steps: int, seed: int, targets_only: bool = True, **kwargs: Any) -> None:
+        super().__init__(mask_state, evaluate_loss, optimizer_getter, **kwargs)
+        if steps < 1 or not train_set:
+            raise ValueError(f"lookahead needs steps >= 1 and training examples, got {steps} and {len(train_set)}")
+        self.model, self.train_set, self.steps, self.targets_only = model, list(train_set), int(steps), targets_only
+        self._order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(seed)).tolist()
+        self._cursor = 0
+        self._round_examples: list[dict[str, Any]] = []
+
+    def _next_examples(self) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(self.steps):
+            out.append(self.train_set[self._order[self._cursor % len(self._order)]])
+            self._cursor += 1
+        return out
+
+    def _trained_loss(self, masks: list[torch.Tensor]) -> float:
+        import copy
+
+        from grasp_lora.training.loss import collate, lm_loss, pad_id_of
+
+        optimizer = self.optimizer_getter()
+        if optimizer is None:
+            raise RuntimeError("lookahead reward: the training loop's optimizer is not known yet")
+        saved_state = copy.deepcopy(optimizer.state_dict())
+        was_training = self.model.training
+        pad = pad_id_of(self.model)
+        try:
+            with self.mask_state.candidate(masks):  # restores the weights bit for bit on exit
+                self.model.train()
+                for example in self._round_examples:
+                    loss_sum, n_tokens = lm_loss(self.model, collate([example], pad), self.targets_only)
+                    (loss_sum / n_tokens.clamp(min=1)).backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    with torch.no_grad():
+                        for p, m in zip(self.mask_state.factors, masks):
+                            p.masked_fill_(m, 0)
+                return float(self.evaluate_loss())
+        finally:
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.load_state_dict(saved_state)
+            self.model.train(was_training)
+
+    def committed_loss(self) -> float:
+        # The first call of every round: the round's examples are drawn here.
+        self._round_examples = self._next_examples()
+        return self._trained_loss(self.mask_state.masks)
+
+    def candidate_loss(self, ratio: float) -> float:
+        return self._trained_loss(self._masks(ratio))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "cursor": self._cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._cursor = int(state.get("cursor", 0))
 
 
 def is_main_process(state: Any) -> bool:

@@ -57,6 +57,15 @@ def prune_order(importance: torch.Tensor) -> torch.Tensor:
     return torch.sort(flat, stable=True).indices
 
 
+def committed_first(order: torch.Tensor, committed: torch.Tensor) -> torch.Tensor:
+    """`order` (flat indices, least important first) with the committed entries moved to the
+    front, each part keeping its relative order. Masks cut from the result nest around the
+    committed mask: a ratio at or above the committed one keeps it and prunes more; one below it
+    releases the committed entries that come last in `order`."""
+    flat = committed.reshape(-1)[order]
+    return torch.cat([order[flat], order[~flat]])
+
+
 def mask_from_order(
     order: torch.Tensor, shape: torch.Size | tuple[int, ...], ratio: float, at_least_one: bool = False
 ) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from grasp_lora.pruning.groups import FactorGroup, all_factors
 from grasp_lora.pruning.masks import check_ratio, prune_mask
 
-__all__ = ["MaskState", "zero_optimizer_state", "ImportanceLike"]
+__all__ = ["MaskState", "zero_optimizer_state", "reset_optimizer_state", "ImportanceLike"]
 
 ImportanceLike = Union[Sequence[torch.Tensor], Mapping[int, torch.Tensor]]
 
@@ -39,6 +39,22 @@ def zero_optimizer_state(optimizer: Any, param: torch.Tensor, mask: torch.Tensor
         for value in state[param].values():
             if isinstance(value, torch.Tensor) and value.shape == param.shape:
                 value.masked_fill_(mask.to(value.device), 0)
+                touched += 1
+    return touched
+
+
+def reset_optimizer_state(optimizer: Any, param: torch.Tensor) -> int:
+    """Zero EVERY tensor of `param`'s optimizer state, the 0-dim AdamW `step` included, so bias
+    correction restarts: what the authors' scripts do to a factor that gets newly pruned entries
+    (`fidelity: authors`). Returns how many state tensors were zeroed."""
+    state = getattr(optimizer, "state", None)
+    if state is None or param not in state:
+        return 0
+    touched = 0
+    with torch.no_grad():
+        for value in state[param].values():
+            if isinstance(value, torch.Tensor):
+                value.zero_()
                 touched += 1
     return touched
 
@@ -97,6 +113,12 @@ class MaskState:
             out.append(m.to(p.device))
         return out
 
+    def restore_magnitudes(self) -> list[torch.Tensor]:
+        """|where(committed, stash, w)| per factor: each entry's magnitude as it would be if every
+        committed entry were released (its stashed value back). Ranks which committed entries a
+        lower ratio releases: the largest stashed magnitudes first (`fidelity: fixed`)."""
+        return [torch.where(m, st, p.detach()).abs() for p, m, st in zip(self.factors, self._masks, self._stash)]
+
     def committed_sparsity(self) -> float:
         """Fraction of all factor entries in the committed mask (the real sparsity it imposes)."""
         pruned = sum(int(m.sum().item()) for m in self._masks)
@@ -135,14 +157,19 @@ class MaskState:
                     p.copy_(s)
             self._in_candidate = False
 
-    def commit(self, masks: Sequence[torch.Tensor], optimizer: Any = None, ratio: Optional[float] = None) -> dict[str, int]:
+    def commit(self, masks: Sequence[torch.Tensor], optimizer: Any = None, ratio: Optional[float] = None,
+               optimizer_reset: str = "masked") -> dict[str, int]:
         """Make `masks` the committed mask.
 
-        Newly pruned entries: their current values go to the stash, the weights and (with an
-        optimizer) every param-shaped optimizer state entry are zeroed there. Released entries
-        (committed before, not now) get their stashed values back. `ratio` is recorded as
-        `committed_ratio`. Returns counts {"newly_pruned", "released", "pruned"}.
+        Newly pruned entries: their current values go to the stash and the weights are zeroed
+        there. With an optimizer, `optimizer_reset` says what happens to its state: "masked" zeroes
+        every param-shaped state entry at the newly pruned positions (SPEC 5); "whole" zeroes every
+        state tensor of a factor that has newly pruned entries, the AdamW `step` included (the
+        authors' scripts). Released entries (committed before, not now) get their stashed values
+        back. `ratio` is recorded as `committed_ratio`. Returns counts {"newly_pruned", "released", "pruned"}.
         """
+        if optimizer_reset not in ("masked", "whole"):
+            raise ValueError(f"optimizer_reset: expected masked or whole, got {optimizer_reset!r}")
         if self._in_candidate:
             raise RuntimeError("cannot commit inside a candidate() block")
         masks = self._check_masks(masks)
@@ -158,7 +185,10 @@ class MaskState:
                 self._stash[k] = stash.masked_fill(~new, 0)
                 self._masks[k] = new.clone()
                 if optimizer is not None:
-                    zero_optimizer_state(optimizer, p, newly)
+                    if optimizer_reset == "masked":
+                        zero_optimizer_state(optimizer, p, newly)
+                    elif bool(newly.any()):
+                        reset_optimizer_state(optimizer, p)
                 newly_total += int(newly.sum().item())
                 released_total += int(released.sum().item())
                 pruned_total += int(new.sum().item())

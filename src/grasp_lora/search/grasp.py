@@ -39,7 +39,7 @@ def run_grasp_search(
 ) -> dict[str, Any]:
     from grasp_lora import distributed as dist
     from grasp_lora.controller.grpo import GRPOController
-    from grasp_lora.controller.hook import GRPOHook, MaskedModelScorer
+    from grasp_lora.controller.hook import GRPOHook, LookaheadScorer, MaskedModelScorer
     from grasp_lora.training.finetune import setup_merged_training
     from grasp_lora.pruning.state import MaskState
     from grasp_lora.training.loop import micro_dev_loss_fn, train
@@ -61,7 +61,7 @@ def run_grasp_search(
 
     dist.run_on_main(fresh_folder, f"controller run: prepare {out}")
     timer = Timer()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     task, lang = cfg.data.task, cfg.data.target_lang
     info, groups, (train_set, val_set, micro_set) = setup_merged_training(
         cfg, model, tokenizer, adapter_dirs, train_rows, val_rows, micro_dev_rows)
@@ -69,12 +69,19 @@ def run_grasp_search(
     mask_state = MaskState(groups)
     controller = GRPOController(c)
     optimizer_ref: dict[str, Any] = {}
-    scorer = MaskedModelScorer(
-        mask_state,
-        micro_dev_loss_fn(model, micro_set, c.score_batch_size),  # sharded + all-reduced
-        lambda: optimizer_ref.get("optimizer"),
+    scorer_args = dict(
         at_least_one=c.fidelity == "authors",
+        release="index" if c.fidelity == "authors" else "stash",
+        optimizer_reset="whole" if c.fidelity == "authors" else "masked",
     )
+    evaluate_loss = micro_dev_loss_fn(model, micro_set, c.score_batch_size)  # sharded + all-reduced
+    get_optimizer = lambda: optimizer_ref.get("optimizer")  # noqa: E731
+    if c.reward == "lookahead":
+        scorer = LookaheadScorer(mask_state, evaluate_loss, get_optimizer, model=model, train_set=train_set,
+                                 steps=c.lookahead_steps, seed=c.seed, targets_only=cfg.train.targets_only_head,
+                                 **scorer_args)
+    else:
+        scorer = MaskedModelScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
     hook = GRPOHook(controller, scorer, mask_state, history_path=history_path)
 
     class _OptimizerRef:  # hands the loop's optimizer to the scorer (it zeroes moments of pruned entries)
@@ -98,6 +105,8 @@ def run_grasp_search(
         "p_star": p_star,
         "p_star_rule": rule,
         "fidelity": c.fidelity,
+        "advantage": c.advantage,
+        "reward": c.reward,
         "rounds": len(controller.history),
         "final_p_c": controller.p_c,
         "mu": controller.policy.mu,
@@ -109,6 +118,7 @@ def run_grasp_search(
         "controller_seed": c.seed,
         "timings": timer.timings,
         "wall_clock_s": total,
+        "cpu_s": time.process_time() - cpu_started,  # all threads; unaffected by other processes
         "controller_round_share": timer.timings.get("controller_rounds", 0.0) / total if total else 0.0,
     }
     if dist.world_size() > 1:

@@ -29,7 +29,6 @@ def collect_grid(grid_dir: str | Path, ratios: list[float], select_by: str = "va
         points.append({
             "ratio": r,
             "val_loss": res["best_val_loss"],
-            "val_metric": res.get("val_metric"),
             "real_sparsity": res.get("real_sparsity"),
             "wall_clock_s": res.get("wall_clock_s"),
             "adapter": str(d / "adapter"),
@@ -39,10 +38,9 @@ def collect_grid(grid_dir: str | Path, ratios: list[float], select_by: str = "va
             f"{grid_dir}: grid points not finished for ratios {missing} "
             "(run them with `grasp-lora search --method grid --point I`)"
         )
-    if select_by == "val_metric" and all(p["val_metric"] is not None for p in points):
-        best = max(points, key=lambda p: (p["val_metric"], -p["ratio"]))
-    else:
-        best = min(points, key=lambda p: (p["val_loss"], p["ratio"]))
+    if select_by != "val_loss":  # config validation refuses anything else; never fall back silently
+        raise ValueError(f"grid.select_by={select_by!r}: only val_loss is implemented")
+    best = min(points, key=lambda p: (p["val_loss"], p["ratio"]))
     summary = {
         "points": points,
         "best_ratio": best["ratio"],
@@ -59,3 +57,40 @@ def collect_grid(grid_dir: str | Path, ratios: list[float], select_by: str = "va
     except ImportError:
         pass
     return summary
+
+
+def select_across_seeds(per_seed: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    """The grid's one ratio for an experiment (SPEC 6): the lowest validation loss averaged over
+    the seeds (ties to the lower ratio). Every seed must have run every ratio, so that each mean
+    is over the same seeds. `per_seed` maps a seed to its `collect_grid` summary."""
+    import statistics
+
+    if not per_seed:
+        raise ValueError("select_across_seeds: no seed has a grid")
+    losses: dict[float, list[float]] = {}
+    for seed, summary in per_seed.items():
+        for point in summary["points"]:
+            losses.setdefault(point["ratio"], []).append(float(point["val_loss"]))
+    n = len(per_seed)
+    incomplete = sorted(r for r, v in losses.items() if len(v) != n)
+    if incomplete:
+        raise ValueError(f"grid ratios {incomplete} are missing for some of the seeds {sorted(per_seed)}: "
+                         "run every ratio for every seed before selecting")
+    per_ratio = [{
+        "ratio": r,
+        "mean_val_loss": statistics.fmean(v),
+        "std_val_loss": statistics.stdev(v) if len(v) > 1 else None,
+        "val_losses": v,
+    } for r, v in sorted(losses.items())]
+    best = min(per_ratio, key=lambda p: (p["mean_val_loss"], p["ratio"]))
+    return {
+        "selected_ratio": best["ratio"],
+        "select_by": "mean val_loss over seeds",
+        "seeds": list(per_seed),
+        "per_ratio": per_ratio,
+        "per_seed": {str(seed): {"best_ratio": s["best_ratio"],
+                                 "best_val_loss": min(p["val_loss"] for p in s["points"]),
+                                 "points": s["points"]} for seed, s in per_seed.items()},
+        "runs": sum(s["runs"] for s in per_seed.values()),
+        "total_wall_clock_s": sum(s["total_wall_clock_s"] for s in per_seed.values()),
+    }

@@ -91,7 +91,7 @@ def merged_finetune(
     out = Path(out_dir)
     dist.run_on_main(lambda: out.mkdir(parents=True, exist_ok=True), f"{kind}: create {out}")
     timer = Timer()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     info, groups, (train_set, val_set) = setup_merged_training(cfg, model, tokenizer, adapter_dirs, train_rows, val_rows)
 
     extra_hooks = list(hooks)
@@ -135,6 +135,8 @@ def merged_finetune(
         with timer.phase("export"):
             export_peft(model, out / "adapter", base_model_name)
         summary["wall_clock_s"] = time.perf_counter() - started  # export included
+        # Process CPU time (all threads): a run's cost that other work on a shared machine does not inflate.
+        summary["cpu_s"] = time.process_time() - cpu_started
         write_json(out / "result.json", summary)
         write_manifest(out, stage=kind, config=cfg.to_dict(), adapters=[str(d) for d in adapter_dirs], **summary)
 

@@ -1,0 +1,229 @@
+"""Does GRASP find what the grid finds? The paper's protocol on real QA data (XQuAD, MLQA layout).
+
+Per target language (en -> ar, en -> zh):
+  - data: the English source pool comes from the first `--source-articles` articles of XQuAD, the
+    target pool from the remaining ones, so the source adapter never sees a translation of a
+    target question; the paper's low-resource sizes (train 50 / val 50 / micro-dev 16), 60 test;
+  - cached once (`--phase grid`): splits, both stage-1 adapters, the full 8-point grid for every
+    seed, and the test scores of the grid's selected ratio (lowest mean validation loss over the
+    seeds, SPEC 6);
+  - per controller variant (`--phase variants`): ONE controller run (controller seed 42), then the
+    final run at p* for every seed, evaluated on test. A variant therefore costs one controller
+    run plus N final runs; everything else is read from the cache.
+
+Per variant and (language, seed) it prints p*, the final run's validation loss, regret (that loss
+minus the best validation loss of the seed's grid), test EM / F1 / BERTScore and the cost of the
+experiment (1 controller run + N final runs) against the grid (8 x N runs), in wall-clock and in
+process CPU time (the latter is robust to other work on a shared machine).
+
+    python benchmarks/bench_real_data.py --data ../shared/data/xquad --langs ar --seeds 42 --phase grid
+    python benchmarks/bench_real_data.py --data ../shared/data/xquad --langs ar --seeds 42 \
+        --variants paper,std_adv --phase variants
+
+The XQuAD files are read from `--data`; nothing is copied into the repository (the cache lives under
+benchmarks/results/scratch/, which git ignores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+RECIPE = Path(__file__).resolve().parent / "real_data.yaml"
+
+# Named controller variants: config overrides on top of the recipe. `paper` is SPEC 5 as shipped
+# (fidelity fixed), `authors` the released scripts' behaviour.
+VARIANTS: dict[str, list[str]] = {
+    "paper": [],
+    "authors": ["controller.fidelity=authors"],
+    "std_adv": ["controller.advantage=standardized"],
+    "lookahead": ["controller.reward=lookahead"],
+    "lookahead_std": ["controller.reward=lookahead", "controller.advantage=standardized"],
+}
+
+
+def subset_files(data_dir: Path, langs: list[str], source_articles: int, out: Path) -> dict[str, Path]:
+    """XQuAD en (first articles) and each target language (the other articles) as MLQA JSON files."""
+    from grasp_lora.io import atomic_write_text
+
+    files = {}
+    for lang in ["en", *langs]:
+        src = data_dir / f"xquad.{lang}.dev.json"
+        if not src.is_file():
+            raise SystemExit(f"{src}: not found (pass the folder holding xquad.{{en,ar,zh}}.dev.json as --data)")
+        doc = json.loads(src.read_text(encoding="utf-8"))
+        articles = doc["data"][:source_articles] if lang == "en" else doc["data"][source_articles:]
+        dst = out / f"xquad.{lang}.{'source' if lang == 'en' else 'target'}.json"
+        if not dst.exists():
+            atomic_write_text(dst, json.dumps({"version": doc.get("version"), "data": articles}, ensure_ascii=False))
+        files[lang] = dst
+    return files
+
+
+def lang_config(args, lang: str, files: dict[str, Path], seeds: list[int], extra: list[str] = ()):
+    from grasp_lora.config import load_config
+
+    overrides = [
+        f"model.name={args.model}",
+        f"data.target_lang={lang}",
+        f"data.source_data={files['en']}",
+        f"data.target_data={files[lang]}",
+        f"pipeline.seeds={json.dumps(seeds)}",
+        *args.overrides,
+        *extra,
+    ]
+    return load_config(RECIPE, overrides)
+
+
+def evaluate_adapter(exp, adapter: Path, out: Path) -> dict[str, Any]:
+    """Test metrics of one adapter (cached in `out`)."""
+    from grasp_lora.evaluation.run import evaluate_system
+    from grasp_lora.io import manifest_complete, read_json, write_manifest
+
+    if manifest_complete(out):
+        return read_json(out / "metrics.json")
+    model, tok = exp.base_model()
+    encoder = exp.bertscore_encoder() if exp.cfg.eval.bertscore else None
+    metrics = evaluate_system(exp.cfg, model, tok, adapter, exp.rows(exp.cfg.data.target_lang, "test"), out,
+                              encoder=encoder, progress=exp.progress)
+    write_manifest(out, stage="bench_eval", adapter=str(adapter))
+    return metrics
+
+
+def run_grid(args, lang: str, files) -> dict[str, Any]:
+    from grasp_lora.pipeline import Experiment
+    from grasp_lora.search.grid import point_dir
+
+    cfg = lang_config(args, lang, files, args.seeds)
+    exp = Experiment(cfg, root=args.work / lang, progress=not args.quiet, log=C._log(args.quiet))
+    exp.prepare()
+    exp.adapters()
+    exp.grid()
+    selection = exp.collect()
+    out = {"selected_ratio": selection["selected_ratio"], "per_ratio": selection["per_ratio"], "seeds": {}}
+    for seed in args.seeds:
+        per_seed = selection["per_seed"][str(seed)]
+        adapter = point_dir(exp.seed_dir(seed) / "grid", selection["selected_ratio"]) / "adapter"
+        metrics = evaluate_adapter(exp, adapter, args.work / lang / "eval" / f"grid_seed{seed}_{selection['selected_ratio']:.2f}")
+        out["seeds"][seed] = {"best_ratio": per_seed["best_ratio"], "best_val_loss": per_seed["best_val_loss"],
+                              "points": per_seed["points"], "test": C.headline_metrics(metrics)}
+    return out
+
+
+def run_variant(args, lang: str, files, name: str, grid: dict[str, Any]) -> dict[str, Any]:
+    from grasp_lora.io import read_json
+    from grasp_lora.pipeline import Experiment
+
+    base_cfg = lang_config(args, lang, files, args.seeds)
+    parent = Experiment(base_cfg, root=args.work / lang, progress=not args.quiet, log=C._log(args.quiet))
+    cfg = lang_config(args, lang, files, args.seeds, VARIANTS[name])
+    exp = C.child_experiment(parent, cfg, args.work / lang / "variants" / name, fresh=False)
+    exp.grasp()
+    exp.final()
+    controller = read_json(exp.grasp_dir() / "result.json")
+    rows = []
+    for seed in args.seeds:
+        final = read_json(exp.seed_dir(seed) / "final" / "result.json")
+        metrics = evaluate_adapter(exp, exp.seed_dir(seed) / "final" / "adapter", exp.root / "eval" / f"seed{seed}")
+        g = grid["seeds"][seed]
+        grid_runs = g["points"]
+        rows.append({
+            "seed": seed, "p_star": controller["p_star"], "val_loss": final["best_val_loss"],
+            "regret": final["best_val_loss"] - g["best_val_loss"], "grid_best_ratio": g["best_ratio"],
+            "test": C.headline_metrics(metrics), "grid_test": g["test"],
+            "final_wall_s": final["wall_clock_s"], "final_cpu_s": final.get("cpu_s"),
+            "grid_wall_s": sum(p["wall_clock_s"] for p in grid_runs),
+            "grid_cpu_s": sum(p.get("cpu_s") or 0.0 for p in grid_runs),
+        })
+    cost = {
+        "grasp_wall_s": controller["wall_clock_s"] + sum(r["final_wall_s"] for r in rows),
+        "grasp_cpu_s": (controller.get("cpu_s") or 0.0) + sum(r["final_cpu_s"] or 0.0 for r in rows),
+        "grid_wall_s": sum(r["grid_wall_s"] for r in rows),
+        "grid_cpu_s": sum(r["grid_cpu_s"] for r in rows),
+        "controller_wall_s": controller["wall_clock_s"],
+    }
+    history = [json.loads(l) for l in (exp.grasp_dir() / "history.jsonl").read_text().splitlines() if l.strip()]
+    return {"variant": name, "overrides": VARIANTS[name], "controller": controller, "rows": rows, "cost": cost,
+            "trajectory": [{k: h[k] for k in ("round", "p_c", "mu", "sigma", "candidates", "rewards", "committed_ratio")}
+                           for h in history]}
+
+
+def print_grid(lang: str, grid: dict[str, Any]) -> None:
+    print(f"\n== grid, en -> {lang}: selected ratio {grid['selected_ratio']:.2f} (lowest mean val loss)")
+    ratios = [p["ratio"] for p in grid["per_ratio"]]
+    rows = [[f"seed {s}"] + [p["val_loss"] for p in g["points"]] + [g["best_ratio"], g["test"].get("f1")]
+            for s, g in grid["seeds"].items()]
+    rows.append(["mean"] + [p["mean_val_loss"] for p in grid["per_ratio"]] + [grid["selected_ratio"], None])
+    C.print_table(["", *[f"{r:.1f}" for r in ratios], "best", "test F1 @sel"], rows)
+
+
+def print_variants(lang: str, results: list[dict[str, Any]]) -> None:
+    print(f"\n== controller variants, en -> {lang}")
+    rows = []
+    for v in results:
+        for r in v["rows"]:
+            rows.append([v["variant"], r["seed"], r["p_star"], r["grid_best_ratio"], r["val_loss"], r["regret"],
+                         r["test"].get("exact_match"), r["test"].get("f1"), r["test"].get("bertscore_f1"),
+                         r["grid_test"].get("f1"),
+                         C.ratio(v["cost"]["grasp_wall_s"], v["cost"]["grid_wall_s"]),
+                         C.ratio(v["cost"]["grasp_cpu_s"], v["cost"]["grid_cpu_s"])])
+    C.print_table(["variant", "seed", "p*", "grid best", "val loss", "regret", "EM", "F1", "BERTScore",
+                   "grid F1", "cost/grid (wall)", "cost/grid (cpu)"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path, help="folder with xquad.{en,ar,zh}.dev.json")
+    ap.add_argument("--langs", default="ar,zh")
+    ap.add_argument("--seeds", default="42,1337,9001")
+    ap.add_argument("--variants", default="paper")
+    ap.add_argument("--phase", choices=["grid", "variants", "all"], default="all")
+    ap.add_argument("--source-articles", type=int, default=8)
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--work", type=Path, default=C.SCRATCH_DIR / "real_data")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--out", default=str(C.RESULTS_DIR / "bench_real_data.json"))
+    args = ap.parse_args(argv)
+    args.langs = [x for x in args.langs.split(",") if x]
+    args.seeds = [int(x) for x in args.seeds.split(",") if x]
+    variants = [x for x in args.variants.split(",") if x]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if not (C.SCRATCH_DIR / ".gitignore").exists():
+        (C.SCRATCH_DIR / ".gitignore").write_text("*\n")
+    files = subset_files(args.data, args.langs, args.source_articles, args.work / "xquad")
+
+    out_path = Path(args.out)
+    report = json.loads(out_path.read_text()) if out_path.exists() else {}
+    report.update(C.run_header("bench_real_data", args) | {"args": {**vars(args), "work": str(args.work),
+                                                                     "data": str(args.data)}})
+    for lang in args.langs:
+        grid = run_grid(args, lang, files)
+        print_grid(lang, grid)
+        entry = report.setdefault("languages", {}).setdefault(lang, {})
+        entry["grid"] = grid
+        if args.phase in ("variants", "all"):
+            results = [run_variant(args, lang, files, v, grid) for v in variants]
+            for v in results:
+                entry.setdefault("variants", {})[v["variant"]] = v
+            print_variants(lang, list(entry["variants"].values()))
+        C.write_report(json.loads(json.dumps(report, default=str)), out_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

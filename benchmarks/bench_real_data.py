@@ -96,15 +96,27 @@ def evaluate_adapter(exp, adapter: Path, out: Path) -> dict[str, Any]:
     return metrics
 
 
-def run_grid(args, lang: str, files) -> dict[str, Any]:
+def base_experiment(args, lang: str, files):
     from grasp_lora.pipeline import Experiment
-    from grasp_lora.search.grid import point_dir
 
     cfg = lang_config(args, lang, files, args.seeds)
     exp = Experiment(cfg, root=args.work / lang, progress=not args.quiet, log=C._log(args.quiet))
     exp.prepare()
     exp.adapters()
-    exp.grid()
+    return exp
+
+
+def run_grid(args, lang: str, files, train: bool = True) -> dict[str, Any] | None:
+    """The grid of every seed (trained here when `train`, else read if complete), its selected
+    ratio and the test scores of every seed's run at that ratio."""
+    from grasp_lora.io import manifest_complete
+    from grasp_lora.search.grid import point_dir
+
+    exp = base_experiment(args, lang, files)
+    if train:
+        exp.grid()
+    elif not all(manifest_complete(point_dir(exp.seed_dir(s) / "grid", r)) for s in args.seeds for r in exp.cfg.grid.ratios):
+        return None
     selection = exp.collect()
     out = {"selected_ratio": selection["selected_ratio"], "per_ratio": selection["per_ratio"], "seeds": {}}
     for seed in args.seeds:
@@ -116,12 +128,11 @@ def run_grid(args, lang: str, files) -> dict[str, Any]:
     return out
 
 
-def run_variant(args, lang: str, files, name: str, grid: dict[str, Any]) -> dict[str, Any]:
+def run_variant(args, lang: str, files, name: str, grid: dict[str, Any] | None) -> dict[str, Any]:
+    """One controller run and a final run per seed; regret and grid columns when the grid is complete."""
     from grasp_lora.io import read_json
-    from grasp_lora.pipeline import Experiment
 
-    base_cfg = lang_config(args, lang, files, args.seeds)
-    parent = Experiment(base_cfg, root=args.work / lang, progress=not args.quiet, log=C._log(args.quiet))
+    parent = base_experiment(args, lang, files)
     cfg = lang_config(args, lang, files, args.seeds, VARIANTS[name])
     exp = C.child_experiment(parent, cfg, args.work / lang / "variants" / name, fresh=False)
     exp.grasp()
@@ -131,27 +142,59 @@ def run_variant(args, lang: str, files, name: str, grid: dict[str, Any]) -> dict
     for seed in args.seeds:
         final = read_json(exp.seed_dir(seed) / "final" / "result.json")
         metrics = evaluate_adapter(exp, exp.seed_dir(seed) / "final" / "adapter", exp.root / "eval" / f"seed{seed}")
-        g = grid["seeds"][seed]
-        grid_runs = g["points"]
-        rows.append({
-            "seed": seed, "p_star": controller["p_star"], "val_loss": final["best_val_loss"],
-            "regret": final["best_val_loss"] - g["best_val_loss"], "grid_best_ratio": g["best_ratio"],
-            "test": C.headline_metrics(metrics), "grid_test": g["test"],
-            "final_wall_s": final["wall_clock_s"], "final_cpu_s": final.get("cpu_s"),
-            "grid_wall_s": sum(p["wall_clock_s"] for p in grid_runs),
-            "grid_cpu_s": sum(p.get("cpu_s") or 0.0 for p in grid_runs),
-        })
+        row = {"seed": seed, "p_star": controller["p_star"], "val_loss": final["best_val_loss"],
+               "test": C.headline_metrics(metrics), "final_wall_s": final["wall_clock_s"], "final_cpu_s": final.get("cpu_s"),
+               "regret": None, "grid_best_ratio": None, "grid_test": {}, "grid_wall_s": None, "grid_cpu_s": None}
+        if grid is not None:
+            g = grid["seeds"][seed]
+            row.update(regret=final["best_val_loss"] - g["best_val_loss"], grid_best_ratio=g["best_ratio"],
+                       grid_selected_ratio=grid["selected_ratio"], grid_test=g["test"],
+                       grid_wall_s=sum(p["wall_clock_s"] for p in g["points"]),
+                       grid_cpu_s=sum(p.get("cpu_s") or 0.0 for p in g["points"]))
+        rows.append(row)
     cost = {
         "grasp_wall_s": controller["wall_clock_s"] + sum(r["final_wall_s"] for r in rows),
         "grasp_cpu_s": (controller.get("cpu_s") or 0.0) + sum(r["final_cpu_s"] or 0.0 for r in rows),
-        "grid_wall_s": sum(r["grid_wall_s"] for r in rows),
-        "grid_cpu_s": sum(r["grid_cpu_s"] for r in rows),
+        "grid_wall_s": None if grid is None else sum(r["grid_wall_s"] for r in rows),
+        "grid_cpu_s": None if grid is None else sum(r["grid_cpu_s"] for r in rows),
         "controller_wall_s": controller["wall_clock_s"],
     }
     history = [json.loads(l) for l in (exp.grasp_dir() / "history.jsonl").read_text().splitlines() if l.strip()]
     return {"variant": name, "overrides": VARIANTS[name], "controller": controller, "rows": rows, "cost": cost,
+            "diagnosis": diagnose(history, cfg.controller.p_init),
             "trajectory": [{k: h[k] for k in ("round", "p_c", "mu", "sigma", "candidates", "rewards", "committed_ratio")}
                            for h in history]}
+
+
+def diagnose(history: list[dict[str, Any]], p_init: float) -> dict[str, Any]:
+    """What drove the controller: how often the lowest candidate won, how reward relates to the
+    ratio within a round, how large rewards are, and how far mu and p_c moved."""
+    import statistics
+
+    if not history:
+        return {}
+    low_wins, corrs, below, above = 0, [], [], []
+    prev_pc = p_init
+    for h in history:
+        cands, rewards = h["candidates"], h["rewards"]
+        low_wins += int(min(range(len(cands)), key=lambda i: cands[i]) == max(range(len(rewards)), key=lambda i: rewards[i]))
+        if len(set(cands)) > 1 and len(set(rewards)) > 1:
+            corrs.append(statistics.correlation(cands, rewards))
+        for c, r in zip(cands, rewards):
+            (below if c < prev_pc else above).append(r)
+        prev_pc = h["p_c"]
+    commits = [h["committed_ratio"] for h in history if h["committed_ratio"] is not None]
+    return {
+        "rounds": len(history),
+        "lowest_candidate_won": low_wins / len(history),
+        "corr_ratio_reward": statistics.fmean(corrs) if corrs else None,
+        "mean_abs_reward": statistics.fmean(abs(r) for h in history for r in h["rewards"]),
+        "mean_reward_below_pc": statistics.fmean(below) if below else None,
+        "mean_reward_above_pc": statistics.fmean(above) if above else None,
+        "commits": len(commits),
+        "mu": [p_init, history[-1]["mu"]],
+        "p_c": [p_init, history[-1]["p_c"]],
+    }
 
 
 def print_grid(lang: str, grid: dict[str, Any]) -> None:
@@ -175,6 +218,13 @@ def print_variants(lang: str, results: list[dict[str, Any]]) -> None:
                          C.ratio(v["cost"]["grasp_cpu_s"], v["cost"]["grid_cpu_s"])])
     C.print_table(["variant", "seed", "p*", "grid best", "val loss", "regret", "EM", "F1", "BERTScore",
                    "grid F1", "cost/grid (wall)", "cost/grid (cpu)"], rows)
+    print()
+    diag = [[v["variant"], d.get("lowest_candidate_won"), d.get("corr_ratio_reward"), d.get("mean_abs_reward"),
+             d.get("mean_reward_below_pc"), d.get("mean_reward_above_pc"), d.get("commits"),
+             f"{d['mu'][0]:.3f}->{d['mu'][1]:.3f}", f"{d['p_c'][0]:.3f}->{d['p_c'][1]:.3f}"]
+            for v in results for d in [v.get("diagnosis") or {}] if d]
+    C.print_table(["variant", "lowest won", "corr(rho, r)", "mean |r|", "r below p_c", "r above p_c", "commits",
+                   "mu", "p_c"], diag)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--langs", default="ar,zh")
     ap.add_argument("--seeds", default="42,1337,9001")
     ap.add_argument("--variants", default="paper")
-    ap.add_argument("--phase", choices=["grid", "variants", "all"], default="all")
+    ap.add_argument("--phase", choices=["grid", "variants", "all"], default="all",
+                    help="grid: adapters + grid (+ its test scores); variants: controller variants only (reads the "
+                         "grid if finished); all: both")
     ap.add_argument("--source-articles", type=int, default=8)
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -212,10 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     report.update(C.run_header("bench_real_data", args) | {"args": {**vars(args), "work": str(args.work),
                                                                      "data": str(args.data)}})
     for lang in args.langs:
-        grid = run_grid(args, lang, files)
-        print_grid(lang, grid)
+        # --phase variants trains no grid point (another process may be running the grid): it
+        # reads the grid when every point is finished and leaves the regret columns empty otherwise.
+        grid = run_grid(args, lang, files, train=args.phase in ("grid", "all"))
         entry = report.setdefault("languages", {}).setdefault(lang, {})
-        entry["grid"] = grid
+        if grid is not None:
+            print_grid(lang, grid)
+            entry["grid"] = grid
         if args.phase in ("variants", "all"):
             results = [run_variant(args, lang, files, v, grid) for v in variants]
             for v in results:

@@ -85,6 +85,31 @@ def test_bad_overrides_fail_with_one_line_naming_the_key(override, fragment):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=two", "train.epochs: expected an integer"),
+    ("train.lr=-1", "train.lr: must be > 0"),
+    ("controller.p_max=0.05", "controller.p_min: must be below controller.p_max"),  # named on the other side
+    ("data.target_sizes={train: -1, val: 1, micro_dev: 1, test: 1}", "data.target_sizes.train: must be >= 0"),
+    ("grid.ratios=[0.5, 1.0]", "grid.ratios[1]"),
+])
+def test_bad_override_on_a_recipe_names_the_override_not_the_file(tmp_path, override, key):
+    p = tmp_path / "r.yaml"
+    p.write_text("train:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["train.epochs=3", override, "lora.r=4"])
+    msg = str(e.value)
+    assert msg.startswith(f"override '{override}': ") and key in msg
+    assert str(p) not in msg and "\n" not in msg
+
+
+def test_bad_value_in_the_recipe_still_names_the_file(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("train:\n  epochs: two\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["train.lr=3e-4"])
+    assert str(e.value).startswith(f"{p}: train.epochs: expected an integer")
+
+
 def test_unknown_key_in_recipe_names_file_and_key(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("train:\n  learning_rate: 0.1\n")

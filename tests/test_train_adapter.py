@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 
 import torch
@@ -55,6 +57,16 @@ def test_train_adapter_writes_a_folder_peft_reloads(tmp_path):
     # Leftovers of a crashed earlier attempt are replaced, not mixed in.
     out.mkdir(parents=True)
     (out / "stale.txt").write_text("old")
+    # A killed attempt's temp folder (its process is gone) is removed; a live process's is kept.
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = out.parent / f".mlqa_en.tmp-{gone.pid}"
+    live = out.parent / f".mlqa_en.tmp-{os.getppid()}"
+    dead.mkdir()
+    live.mkdir()
 
     manifest = train_adapter(
         model, tok, qa_rows(6), qa_rows(4, offset=6), "mlqa", "en", small_config(), out,
@@ -64,7 +76,8 @@ def test_train_adapter_writes_a_folder_peft_reloads(tmp_path):
     assert manifest_complete(out)
     assert not (out / "stale.txt").exists()
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
-    assert not list(out.parent.glob(".mlqa_en.tmp-*"))
+    assert list(out.parent.glob(".mlqa_en.tmp-*")) == [live]
+    live.rmdir()
     on_disk = read_json(out / "manifest.json")
     assert on_disk["base_model"] == str(base_dir) and on_disk["seed"] == 42
     assert on_disk["data_hashes"] == {"train": "abc"}

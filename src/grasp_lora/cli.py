@@ -1,8 +1,14 @@
 """The `grasp-lora` command: one subcommand per pipeline stage.
 
 Every subcommand takes a recipe (a YAML path, or the name of a shipped recipe such as `demo` or
-`mlqa_ar`) followed by any number of dotted overrides (`train.lr=3e-4 model.name=tiny-llama`).
-Errors on bad input print one line and exit with status 2; `--debug` shows the traceback.
+`mlqa_ar`) and any number of dotted overrides (`train.lr=3e-4 model.name=tiny-llama`), anywhere on
+the line, before or after the options. Errors on bad input print one line and exit with status 2;
+`--debug` shows the traceback.
+
+Output: results (where things were written, p*, metrics) are printed; the library's progress
+messages go through `logging` (logger `grasp_lora`), shown on stdout without decoration:
+`--quiet` shows warnings only (and no progress bars), `--verbose` adds debug messages.
+`--report-to tensorboard|wandb` tracks losses and controller rounds (grasp_lora.tracking).
 
 Several processes: `grasp-lora <cmd> ... --num-processes N` relaunches the same command through
 accelerate's launcher (`accelerate launch --multi_gpu --num_processes N -m grasp_lora <cmd> ...`;
@@ -14,12 +20,15 @@ only rank 0 prints (README, "Several GPUs").
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
 
+from grasp_lora import __version__
 from grasp_lora import distributed as dist
 
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"
@@ -41,17 +50,34 @@ def resolve_recipe(recipe: str) -> Path:
     )
 
 
-def _experiment(args):
+def _config(args):
     from grasp_lora.config import load_config
-    from grasp_lora.pipeline import Experiment
 
     overrides = list(args.overrides)
     if getattr(args, "run_dir", None):
         overrides.append(f"pipeline.output_dir={args.run_dir}")
-    cfg = load_config(resolve_recipe(args.recipe), overrides)
-    exp = Experiment(cfg, progress=not args.quiet)
-    exp.start(rerun_changed=args.rerun_changed)  # stops here if finished results disagree with cfg
+    return load_config(resolve_recipe(args.recipe), overrides)
+
+
+def _experiment(args):
+    from grasp_lora import tracking
+    from grasp_lora.pipeline import Experiment
+
+    cfg = _config(args)
+    # Before any work: a tracker that cannot start (package missing, no login) fails the command now.
+    tracking.start(args.report_to, cfg.pipeline.output_dir, run_name=cfg.name, config=cfg.to_dict(),
+                   main=dist.is_main())
+    exp = Experiment(cfg, progress=args.progress)
+    # Stops here, before any work, if finished results were made with other settings; then
+    # writes config.yaml (docs: README "Resume").
+    exp.start(rerun_changed=getattr(args, "rerun_changed", False))
     return exp
+
+
+def cmd_config(args) -> int:
+    # Exactly what a run would save as config.yaml.
+    sys.stdout.write(_config(args).to_yaml())
+    return 0
 
 
 def cmd_prepare(args) -> int:
@@ -223,24 +249,35 @@ def build_parser() -> argparse.ArgumentParser:
         prog="grasp-lora",
         description="GRASP LoRA: learn one global prune ratio for merged LoRA adapters with a GRPO controller.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"grasp-lora {__version__}")
+    _output_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def recipe_cmd(name: str, help: str, func, recipe: bool = True, before_recipe=None):
+    def recipe_cmd(name: str, help: str, func, recipe: bool = True, before_recipe=None, runs: bool = True):
         p = sub.add_parser(name, help=help, description=help)
         if before_recipe is not None:  # a positional that reads before the recipe (`baseline NAME RECIPE`)
             p.add_argument(before_recipe[0], **before_recipe[1])
         if recipe:
             p.add_argument("recipe", help="recipe YAML path or shipped recipe name (" + ", ".join(shipped_recipes()) + ")")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="dotted config overrides, e.g. train.lr=3e-4 (anywhere on the line)")
         p.add_argument("--run-dir", help="run folder (default: the recipe's pipeline.output_dir)")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.add_argument("--rerun-changed", action="store_true", help="redo finished units whose settings changed, and what depends on them")
-        p.add_argument("--num-processes", type=int, metavar="N",
-                       help="data parallel over N processes (GPUs, or CPU processes without CUDA): relaunches "
-                            "this command through accelerate's launcher")
+        _output_options(p)
+        if runs:
+            p.add_argument("--no-progress", dest="no_progress", action="store_true",
+                           help="no progress bars (messages stay)")
+            p.add_argument("--rerun-changed", action="store_true",
+                           help="redo finished units whose settings changed, and everything downstream of them")
+            p.add_argument("--report-to", choices=["none", "tensorboard", "wandb"], default="none",
+                           help="track losses and controller rounds in TensorBoard (<run>/tensorboard; "
+                                "pip install grasp-lora[tracking]) or Weights & Biases (pip install grasp-lora[wandb])")
+            p.add_argument("--num-processes", type=int, metavar="N",
+                           help="data parallel over N processes (GPUs, or CPU processes without CUDA): relaunches "
+                                "this command through accelerate's launcher")
         p.set_defaults(func=func)
         return p
+
+    recipe_cmd("config", "print the resolved configuration (the config.yaml a run would save)", cmd_config, runs=False)
 
     recipe_cmd("prepare", "write deterministic train/val/micro_dev/test splits", cmd_prepare)
     p = recipe_cmd("train-adapter", "train a stage-1 LoRA adapter (PEFT folder)", cmd_train_adapter)
@@ -274,8 +311,69 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_cmd("demo", "the CPU demo: embedded Gemma 3 270M on the bundled data (= pipeline demo)", cmd_demo, recipe=False)
     p = sub.add_parser("report", help="(re)build report.md, results.json and plots of a run folder")
     p.add_argument("run_dir")
+    _output_options(p)
     p.set_defaults(func=cmd_report)
     return parser
+
+
+def _output_options(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """--quiet / --verbose / --debug, accepted before the command and after it. The subcommand's
+    copies default to SUPPRESS so they never overwrite a flag given before the command."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--quiet", "-q", action="store_true", default=default,
+                   help="warnings and errors only, no progress bars")
+    p.add_argument("--verbose", "-v", action="store_true", default=default, help="debug messages too")
+    p.add_argument("--debug", action="store_true", default=default, help="show tracebacks on errors")
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse, with KEY=VALUE overrides accepted anywhere: argparse gives a positional list only
+    the words before the first option, so overrides after an option come back as extras."""
+    args, extras = parser.parse_known_args(argv)
+    stray = [a for a in extras if not _OVERRIDE.match(a)]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extras:
+        if not hasattr(args, "overrides"):
+            parser.error(f"{args.command} takes no KEY=VALUE overrides: {' '.join(extras)}")
+        args.overrides = [*args.overrides, *extras]
+    args.progress = not (args.quiet or getattr(args, "no_progress", False))
+    return args
+
+
+class _ConsoleHandler(logging.Handler):
+    """Messages as plain lines: info and debug on stdout (beside the command's results), warnings
+    and errors on stderr. The stream is looked up at each message, so ranks > 0, whose stdout is
+    redirected to /dev/null, stay silent."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never take the command down
+            self.handleError(record)
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    log = logging.getLogger("grasp_lora")
+    for h in list(log.handlers):
+        if isinstance(h, _ConsoleHandler):
+            log.removeHandler(h)
+    handler = _ConsoleHandler()
+    handler.setFormatter(_Format("%(name)s: %(message)s" if verbose else "%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
 
 
 def strip_num_processes(argv: list[str]) -> list[str]:
@@ -319,7 +417,7 @@ def _quiet_other_ranks() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(raw)
+    args = parse_args(parser, raw)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     n = getattr(args, "num_processes", None)
     if n is not None and n < 1:
@@ -327,8 +425,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if n is not None and n > 1 and dist.launched_world_size() == 1:
         return relaunch(raw, n)
+    setup_logging(args.quiet, args.verbose)
     dist.init()  # joins the process group under a launcher (before any model is loaded)
     _quiet_other_ranks()
+    from grasp_lora import tracking
+
     try:
         code = int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -341,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (rank {dist.rank()})" if dist.world_size() > 1 else ""
         print(f"grasp-lora: error{where}: {message}", file=sys.stderr)
         return 2
+    finally:
+        tracking.finish()  # flush what was logged, also when the command failed
     dist.shutdown()
     return code
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -332,19 +333,42 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: a recipe must be a YAML mapping of sections")
         data = loaded
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        if not _is_dataclass_field(Config, keys):
-            raise ConfigError(f"override '{text}': unknown key '{'.'.join(keys)}'")
-        data = _merge(data, _nested(keys, value))
     try:
         cfg = _build(Config, data)
     except ConfigError as e:
         if path is not None:
             raise ConfigError(f"{path}: {e}") from None
         raise
-    validate(cfg)
+    # Each override is applied and type-checked on its own, so a bad value is reported against
+    # the override that brought it, not against the recipe file.
+    applied: list[tuple[str, str]] = []
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        if not _is_dataclass_field(Config, keys):
+            raise ConfigError(f"override '{text}': unknown key '{'.'.join(keys)}'")
+        data = _merge(data, _nested(keys, value))
+        try:
+            cfg = _build(Config, data)
+        except ConfigError as e:
+            raise ConfigError(f"override '{text}': {e}") from None
+        applied.append((".".join(keys), text))
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        culprit = _override_named_in(str(e), applied)
+        if culprit is not None:
+            raise ConfigError(f"override '{culprit}': {e}") from None
+        raise
     return cfg
+
+
+def _override_named_in(message: str, applied: list[tuple[str, str]]) -> Optional[str]:
+    """The last override whose key is (part of) a key the validation message names."""
+    named = [re.sub(r"\[\d+\]", "", k) for k in re.findall(r"[a-z_]+(?:\.[a-z_]+)+(?:\[\d+\])?", message)]
+    for key, text in reversed(applied):
+        if any(n == key or n.startswith(key + ".") or key.startswith(n + ".") for n in named):
+            return text
+    return None
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -37,6 +37,7 @@ shared out. Each of these ends in a collective that fails every process if one f
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +47,8 @@ from grasp_lora import distributed as dist
 from grasp_lora import fingerprint as fp
 from grasp_lora.config import Config, save_config
 from grasp_lora.io import manifest_complete, read_json, set_manifest_extra, write_json, write_manifest
+
+logger = logging.getLogger(__name__)
 
 STAGES = ["prepare", "adapters", "baselines", "grasp", "final", "grid", "evaluate", "report"]
 
@@ -70,11 +73,12 @@ def controller_config(cfg: Config, seed: int | None = None) -> Config:
 class Experiment:
     """Paths and shared state of one run folder; each stage method is idempotent."""
 
-    def __init__(self, cfg: Config, root: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print):
+    def __init__(self, cfg: Config, root: str | Path | None = None, progress: bool = True,
+                 log: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.root = Path(root or cfg.pipeline.output_dir)
         self.progress = progress
-        self._log = log
+        self._log = log if log is not None else logger.info  # the CLI sets level and handler
         self._base = None
         self._started = False
         dist.init()  # under a launcher: join the process group before any collective below

@@ -221,6 +221,8 @@ class GRPOHook:
             record = self.controller.run_round(step, self.scorer)
         if self.history_path is not None and is_main_process(state):
             append_jsonl(self.history_path, record)
+        if getattr(state, "tracker", None) is not None:  # --report-to: rank 0's StageTracker
+            state.tracker.log_round(record)
 
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"controller": self.controller.state_dict(), "mask_state": self.mask_state.state_dict()}

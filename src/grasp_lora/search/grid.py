@@ -31,6 +31,7 @@ def collect_grid(grid_dir: str | Path, ratios: list[float], select_by: str = "va
             "val_loss": res["best_val_loss"],
             "real_sparsity": res.get("real_sparsity"),
             "wall_clock_s": res.get("wall_clock_s"),
+            "cpu_s": res.get("cpu_s"),
             "adapter": str(d / "adapter"),
         })
     if missing:

@@ -55,6 +55,25 @@ def encode_rows(
     return out
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: leave its folder alone
+    return True
+
+
+def _remove_dead_attempts(out_dir: Path) -> None:
+    """Temp folders of earlier attempts at this adapter whose process is gone (killed: no clean-up
+    ran). The unit is complete now, so they can never be finished; a live process's is kept."""
+    for p in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def train_adapter(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -154,6 +173,7 @@ def train_adapter(
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        _remove_dead_attempts(out_dir)
 
     dist.run_on_main(save, f"train adapter {lang}: write {out_dir}")
 

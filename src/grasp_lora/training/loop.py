@@ -31,6 +31,7 @@ others raise too instead of waiting (grasp_lora.distributed).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,9 +42,12 @@ import torch
 from torch.utils.data import Sampler
 
 from grasp_lora import distributed as dist
+from grasp_lora import tracking
 from grasp_lora.config import TrainConfig
 from grasp_lora.io import Timer, append_jsonl
 from grasp_lora.training.loss import IGNORE, collate, lm_loss, pad_id_of, per_example_losses
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +61,9 @@ class LoopState:
     accelerator: Any
     timer: Timer
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where the stage's metrics go (grasp_lora.tracking; `--report-to`): a StageTracker on rank 0,
+    # None elsewhere and when nothing is tracked. Hooks log their own records to it.
+    tracker: Any = None
     # A hook may set this to end training after the current optimizer step (validation still runs
     # for the partial epoch, and the best epoch is still restored).
     stop: bool = False
@@ -274,6 +281,7 @@ def train(
     timer: Optional[Timer] = None,
     seed: Optional[int] = None,
     desc: str = "train",
+    tracker: Any = None,
 ) -> LoopResult:
     """Train `params` (default: every parameter with requires_grad) of `model` on encoded examples.
 
@@ -281,6 +289,8 @@ def train(
     `cfg.seed` for the shuffle; `desc` labels the progress bar. Returns per-epoch losses, the best epoch and timings; the model
     ends holding the best epoch's trainable weights, in the train/eval mode it came in with.
     With several processes `cfg.batch_size` is per process: a micro-batch is batch_size x processes.
+    `tracker` (a tracking.StageTracker) receives the losses; default: the process's active tracker
+    (`--report-to`), under the stage named by `log_path`'s folder in the run.
     """
     if len(train_set) == 0:
         raise ValueError("train: empty training set")
@@ -314,7 +324,10 @@ def train(
     if cfg.max_steps is not None:
         planned = min(planned, cfg.max_steps)
 
-    state = LoopState(model=model, optimizer=optimizer, step=0, epoch=0, accelerator=accelerator, timer=timer)
+    if tracker is None and main and tracking.is_active():
+        tracker = tracking.active().stage(tracking.stage_name(desc, log_path))
+    state = LoopState(model=model, optimizer=optimizer, step=0, epoch=0, accelerator=accelerator, timer=timer,
+                      tracker=tracker if main else None)
     epochs: list[dict[str, Any]] = []
     best_val = math.inf
     best_epoch: Optional[int] = None
@@ -360,6 +373,8 @@ def train(
                         "event": "step", "step": state.step, "epoch": epoch, "loss": step_loss, "lr": lr,
                         "time": round(time.perf_counter() - t_start, 3),
                     })
+                if state.tracker is not None:
+                    state.tracker.log({"train/loss": step_loss, "train/lr": lr}, state.step)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(epoch=epoch, loss=f"{step_loss:.4f}")
@@ -384,8 +399,12 @@ def train(
             state.extra["epoch_record"] = record
             if main and log_path is not None:
                 append_jsonl(log_path, {"event": "epoch", **record})
+            if state.tracker is not None:
+                state.tracker.log({"val/loss": val_loss, "train/epoch_loss": record["train_loss"]}, state.step)
             if bar is not None:
                 bar.write(f"{desc} epoch {epoch}: train {record['train_loss']} val {val_loss} lr {lr:.3g}")
+            else:
+                logger.debug("%s epoch %d: train %s val %s lr %.3g", desc, epoch, record["train_loss"], val_loss, lr)
             _call(hooks, "on_epoch_end", state)
 
             if val_loss is not None:
@@ -404,6 +423,8 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+        if state.tracker is not None:
+            state.tracker.close()
 
     if best_weights is not None:
         with torch.no_grad():

@@ -588,5 +588,41 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return text
 
 
+def paired_ratios(slow: Sequence[float], fast: Sequence[float]) -> dict[str, Any]:
+    """Speed-up of `fast` over `slow` from alternated repeats, paired repeat by repeat.
+
+    Repeat i of each side ran back to back (A B A B ...), so both saw about the same load on a
+    shared machine; the ratio of the pair cancels most of it. The headline is the median of the
+    per-repeat ratios, printed with its min-max range so a reader sees how much the load moved it.
+    """
+    if len(slow) != len(fast) or not slow:
+        raise ValueError(f"paired_ratios needs equal, non-empty repeat lists (got {len(slow)} and {len(fast)})")
+    rs = [s / f for s, f in zip(slow, fast)]
+    return {"median": statistics.median(rs), "min": min(rs), "max": max(rs), "n": len(rs), "per_repeat": rs}
+
+
+def fmt_ratio(r: dict[str, Any], spec: str = ".2f") -> str:
+    """'9.57x (range 9.1-10.2x, 3 repeats)'."""
+    if r["n"] == 1:
+        return f"{r['median']:{spec}}x (1 repeat)"
+    return f"{r['median']:{spec}}x (range {r['min']:{spec}}-{r['max']:{spec}}x, {r['n']} repeats)"
+
+
+class CpuWallTimer:
+    """Wall-clock and this process's CPU time (all threads) of one block.
+
+    On a shared machine wall-clock includes waiting for a core; CPU time does not. CPU / wall
+    near the thread count means the run had the cores to itself, well below it means contention.
+    """
+
+    def __enter__(self) -> "CpuWallTimer":
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.wall_s = time.perf_counter() - self._w
+        self.cpu_s = time.process_time() - self._c
+
+
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return a / b if a is not None and b not in (None, 0) else None

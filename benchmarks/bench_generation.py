@@ -12,6 +12,9 @@ outputs agree.
 Prompts: the bundled demo QA passages joined until a context reaches --context-chars characters
 (MLQA contexts are paragraphs of several hundred characters), the question of the first one.
 Tokens/s counts generated tokens (up to and including EOS) over the time spent in `generate`.
+Timing: `--repeats` rounds, each running every setting back to back (A B C A B C ...); a
+speed-up is the median of the per-round ratios, with its min-max range; CPU seconds (all
+threads) sit next to wall-clock in the JSON so contention on a shared machine is visible.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 
 def benchmark_rows(task: str, lang: str, n: int, context_chars: int = 800) -> list[dict[str, Any]]:
@@ -59,17 +64,19 @@ def run_setting(model, tok, rows, args, *, batch_size: int, use_cache: bool, wor
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    preds = generate_predictions(
-        model, tok, args.task, args.lang, rows, workdir / f"{name}.jsonl", batch_size=batch_size,
-        max_new_tokens=args.max_new_tokens, max_total=args.max_total, progress=not args.quiet,
-        use_cache=use_cache, stats=stats,
-    )
-    wall = time.perf_counter() - t0
+    out_file = workdir / f"{name}.jsonl"
+    out_file.unlink(missing_ok=True)  # generate_predictions resumes from an existing file
+    with C.CpuWallTimer() as t:
+        preds = generate_predictions(
+            model, tok, args.task, args.lang, rows, out_file, batch_size=batch_size,
+            max_new_tokens=args.max_new_tokens, max_total=args.max_total, progress=not args.quiet,
+            use_cache=use_cache, stats=stats,
+        )
     out = {
         "setting": name, "batch_size": batch_size, "use_cache": use_cache,
         "sequences": stats["sequences"], "new_tokens": stats["new_tokens"], "prompt_tokens": stats["prompt_tokens"],
-        "generate_seconds": round(stats["seconds"], 4), "wall_seconds": round(wall, 4),
+        "generate_seconds": round(stats["seconds"], 4), "wall_seconds": round(t.wall_s, 4),
+        "cpu_seconds": round(t.cpu_s, 4),
         "tokens_per_s": round(stats["new_tokens"] / stats["seconds"], 2) if stats["seconds"] > 0 else None,
     }
     if torch.cuda.is_available():
@@ -89,54 +96,72 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--context-chars", type=int, default=800)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="alternated repeats of every setting; speed-ups are the median of per-repeat ratios")
     ap.add_argument("--skip-authors", action="store_true", help="skip the slow batch-1 no-cache run")
+    ap.add_argument("--skip-batch1", action="store_true", help="skip the batch-1 KV-cache run (the headline does not need it)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/bench_generation.json")
     args = ap.parse_args(argv)
 
-    from grasp_lora.io import environment_info, write_json
-
     model, tok = load(args.model, args.dtype, args.device)
     rows = benchmark_rows(args.task, args.lang, args.n, args.context_chars)
-    settings = [("batched_kv_cache", args.batch_size, True), ("batch1_kv_cache", 1, True)]
+    settings = [("batched_kv_cache", args.batch_size, True)]
+    if not args.skip_batch1:
+        settings.append(("batch1_kv_cache", 1, True))
     if not args.skip_authors:
         settings.append(("authors_batch1_no_cache", 1, False))
 
-    results, predictions = [], {}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in settings}
+    predictions: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         # Warm-up (kernels, allocator, lazy imports) outside the timed runs.
         run_setting(model, tok, rows[:2], args, batch_size=2, use_cache=True, workdir=workdir, name="warmup")
-        for name, bs, cache in settings:
-            res, preds = run_setting(model, tok, rows, args, batch_size=bs, use_cache=cache, workdir=workdir, name=name)
-            results.append(res)
-            predictions[name] = preds
+        for rep in range(args.repeats):
+            for name, bs, cache in settings:  # alternated: each repeat runs every setting back to back
+                res, preds = run_setting(model, tok, rows, args, batch_size=bs, use_cache=cache, workdir=workdir, name=name)
+                res["repeat"] = rep
+                runs[name].append(res)
+                predictions[name] = preds
+                if not args.quiet:
+                    print(f"repeat {rep + 1}/{args.repeats} {name}: {res['generate_seconds']:.2f} s "
+                          f"(cpu {res['cpu_seconds']:.1f} s)", flush=True)
 
     ref = predictions["batched_kv_cache"]
-    for res in results:
-        p = predictions[res["setting"]]
+    authors = runs.get("authors_batch1_no_cache")
+    results = []
+    for name, _, _ in settings:
+        reps = runs[name]
+        secs = [r["generate_seconds"] for r in reps]
+        res = {k: v for k, v in reps[0].items() if k not in ("generate_seconds", "wall_seconds", "cpu_seconds", "tokens_per_s", "repeat")}
+        res["generate_seconds_median"] = round(C.median(secs), 4)
+        res["generate_seconds_repeats"] = secs
+        res["cpu_seconds_repeats"] = [r["cpu_seconds"] for r in reps]
+        res["tokens_per_s_median"] = round(res["new_tokens"] / res["generate_seconds_median"], 2)
+        p = predictions[name]
         res["same_predictions_as_batched"] = round(sum(p[k] == ref[k] for k in ref) / len(ref), 4)
-    base = next((r for r in results if r["setting"] == "authors_batch1_no_cache"), None)
-    for res in results:
         res["speedup_vs_authors"] = (
-            round(res["tokens_per_s"] / base["tokens_per_s"], 2) if base and base["tokens_per_s"] and res["tokens_per_s"] else None
+            C.paired_ratios([r["generate_seconds"] for r in authors], secs) if authors else None
         )
+        results.append(res)
 
     dev = next(model.parameters())
     report = {
-        "benchmark": "generation", "model": args.model, "task": args.task, "lang": args.lang, "n": args.n,
+        **C.run_header("generation", args),
+        "model": args.model, "task": args.task, "lang": args.lang, "n": args.n, "repeats": args.repeats,
         "max_new_tokens": args.max_new_tokens, "max_total": args.max_total, "context_chars": args.context_chars,
-        "dtype": str(dev.dtype), "device": str(dev.device), "results": results, "environment": environment_info(),
+        "dtype": str(dev.dtype), "device": str(dev.device), "threads": torch.get_num_threads(), "results": results,
     }
-    header = f"{'setting':<26}{'batch':>6}{'cache':>7}{'new tok':>9}{'seconds':>10}{'tok/s':>10}{'speed-up':>10}{'same':>7}"
+    header = f"{'setting':<26}{'batch':>6}{'cache':>7}{'new tok':>9}{'median s':>10}{'tok/s':>10}{'same':>7}  speed-up vs authors"
     print(header)
     print("-" * len(header))
     for r in results:
+        sp = C.fmt_ratio(r["speedup_vs_authors"]) if r["speedup_vs_authors"] else "-"
         print(f"{r['setting']:<26}{r['batch_size']:>6}{str(r['use_cache']):>7}{r['new_tokens']:>9}"
-              f"{r['generate_seconds']:>10.2f}{r['tokens_per_s'] or 0:>10.1f}"
-              f"{(r['speedup_vs_authors'] or float('nan')):>10.2f}{r['same_predictions_as_batched']:>7.2f}")
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
+              f"{r['generate_seconds_median']:>10.2f}{r['tokens_per_s_median']:>10.1f}"
+              f"{r['same_predictions_as_batched']:>7.2f}  {sp}")
+    C.write_report(report, args.out)
     return 0
 
 

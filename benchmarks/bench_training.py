@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 from bench_generation import benchmark_rows, load  # noqa: E402
 
 
@@ -44,18 +44,17 @@ def run_mode(model, examples, targets_only: bool, args) -> dict[str, Any]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    result = train(peft_model, examples, None, cfg.train, progress=not args.quiet, timer=timer)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - t0
+    with C.CpuWallTimer() as t:
+        result = train(peft_model, examples, None, cfg.train, progress=not args.quiet, timer=timer)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
     peft_model.unload()  # the next mode starts from the same frozen base
     seconds = timer.timings["training"]
     tokens = sum(len(ex["input_ids"]) for ex in examples)
     targets = sum(sum(1 for x in ex["labels"] if x != -100) for ex in examples)
     out = {
         "targets_only_head": targets_only, "examples": len(examples), "optimizer_steps": result.steps,
-        "tokens": tokens, "target_tokens": targets, "train_seconds": round(seconds, 4), "wall_seconds": round(wall, 4),
+        "tokens": tokens, "target_tokens": targets, "train_seconds": round(seconds, 4), "wall_seconds": round(t.wall_s, 4), "cpu_seconds": round(t.cpu_s, 4),
         "tokens_per_s": round(tokens / seconds, 1), "examples_per_s": round(len(examples) / seconds, 3),
         "train_loss": result.epochs[0]["train_loss"],
     }
@@ -75,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-length", type=int, default=4096)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--repeats", type=int, default=3, help="runs per mode; the fastest is reported")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="alternated runs per mode; the speed-up is the median of per-repeat ratios")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/bench_training.json")
     args = ap.parse_args(argv)
 
     from grasp_lora.data.tokenize import encode_for_training
-    from grasp_lora.io import environment_info, write_json
 
     model, tok = load(args.model, args.dtype, args.device)
     rows = benchmark_rows(args.task, args.lang, args.n + 2, args.context_chars)
@@ -90,39 +89,48 @@ def main(argv: list[str] | None = None) -> int:
 
     # Warm-up outside the timed runs (kernels, allocator, first-call overheads).
     run_mode(model, warmup, True, argparse.Namespace(**{**vars(args), "quiet": True}))
-    # Alternate the modes and keep each one's fastest run: on a shared machine, noise only ever
-    # adds time.
+    # Alternate the modes (full, targets-only, full, ...) so each pair saw about the same load on a
+    # shared machine; the speed-up is the median of the per-pair ratios, printed with its range.
     runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
-    for _ in range(args.repeats):
+    for rep in range(args.repeats):
         for mode in (False, True):
-            runs[mode].append(run_mode(model, examples, mode, args))
+            r = run_mode(model, examples, mode, args)
+            r["repeat"] = rep
+            runs[mode].append(r)
+            if not args.quiet:
+                print(f"repeat {rep + 1}/{args.repeats} targets_only={mode}: {r['train_seconds']:.2f} s "
+                      f"(cpu {r['cpu_seconds']:.1f} s)", flush=True)
     results = []
     for mode in (False, True):
-        best = min(runs[mode], key=lambda r: r["train_seconds"])
-        best["repeats_train_seconds"] = [r["train_seconds"] for r in runs[mode]]
-        results.append(best)
+        med = C.median(r["train_seconds"] for r in runs[mode])
+        res = {k: v for k, v in runs[mode][0].items() if k not in ("train_seconds", "wall_seconds", "cpu_seconds", "repeat")}
+        res["train_seconds_median"] = round(med, 4)
+        res["tokens_per_s_median"] = round(res["tokens"] / med, 1)
+        res["train_seconds_repeats"] = [r["train_seconds"] for r in runs[mode]]
+        res["cpu_seconds_repeats"] = [r["cpu_seconds"] for r in runs[mode]]
+        res["train_loss_repeats"] = [r["train_loss"] for r in runs[mode]]
+        results.append(res)
     full, sliced = results
-    speedup = round(sliced["tokens_per_s"] / full["tokens_per_s"], 2)
-    loss_gap = abs(sliced["train_loss"] - full["train_loss"])
+    speedup = C.paired_ratios(full["train_seconds_repeats"], sliced["train_seconds_repeats"])
+    loss_gap = max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(runs[False], runs[True]))
 
     dev = next(model.parameters())
     report = {
-        "benchmark": "training", "model": args.model, "task": args.task, "lang": args.lang, "n": args.n,
+        **C.run_header("training", args), "model": args.model, "task": args.task, "lang": args.lang, "n": args.n,
         "batch_size": args.batch_size, "repeats": args.repeats, "context_chars": args.context_chars, "dtype": str(dev.dtype),
         "device": str(dev.device), "results": results, "speedup_targets_only": speedup,
-        "train_loss_abs_diff": loss_gap, "environment": environment_info(),
+        "train_loss_abs_diff": loss_gap,
     }
-    header = f"{'head':<14}{'examples':>9}{'tokens':>9}{'targets':>9}{'seconds':>10}{'tok/s':>10}{'loss':>10}"
+    header = f"{'head':<14}{'examples':>9}{'tokens':>9}{'targets':>9}{'median s':>10}{'tok/s':>10}{'loss':>10}"
     print(header)
     print("-" * len(header))
     for r in results:
         name = "targets only" if r["targets_only_head"] else "full logits"
-        print(f"{name:<14}{r['examples']:>9}{r['tokens']:>9}{r['target_tokens']:>9}{r['train_seconds']:>10.2f}"
-              f"{r['tokens_per_s']:>10.1f}{r['train_loss']:>10.4f}"
+        print(f"{name:<14}{r['examples']:>9}{r['tokens']:>9}{r['target_tokens']:>9}{r['train_seconds_median']:>10.2f}"
+              f"{r['tokens_per_s_median']:>10.1f}{r['train_loss']:>10.4f}"
               + (f"  peak {r['peak_memory_gib']} GiB" if "peak_memory_gib" in r else ""))
-    print(f"speed-up of the targets-only head: {speedup}x; train-loss difference {loss_gap:.2e}")
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
+    print(f"speed-up of the targets-only head: {C.fmt_ratio(speedup)}; train-loss difference {loss_gap:.2e}")
+    C.write_report(report, args.out)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,40 @@ def test_load_split_errors(tmp_path):
         load_split(tmp_path, "ar", "train")
     with pytest.raises(ValueError, match=r"unknown split 'dev' \(known: train, val, micro_dev, test\)"):
         load_split(tmp_path, "ar", "dev")
+
+
+def _summary_jsonl(path: Path, good: int, empty_summary: int, missing_article: int) -> Path:
+    import json
+
+    rows = [{"id": f"g{i}", "article": f"Article number {i} about the town.", "summary": f"Summary {i}."} for i in range(good)]
+    rows += [{"id": f"e{i}", "article": f"Article {i}.", "summary": ""} for i in range(empty_summary)]
+    rows += [{"id": f"m{i}", "summary": f"Summary {i}."} for i in range(missing_article)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_prepare_logs_each_load_report_and_warns_above_5_percent(tmp_path, caplog):
+    src = _summary_jsonl(tmp_path / "en.jsonl", good=30, empty_summary=4, missing_article=2)
+    cfg = _cfg(task="xlsum", source_data=str(src), source_sizes=SplitSizes(20, 5, 0, 0),
+               target_sizes=SplitSizes(10, 5, 4, 5))
+    with caplog.at_level(logging.INFO, logger="grasp_lora"):
+        manifest = prepare_data(cfg, tmp_path / "data")
+    en = manifest["languages"]["en"]["load_report"]
+    assert en == "loaded 30 of 36 rows from " + str(src) + ": skipped 4 empty summary, 2 missing column article"
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"data xlsum/en: {en}" in infos and "data xlsum/ar: loaded 360 of 360 rows from demo" in infos
+    # 6 of 36 skipped = 16.7% > 5%: one warning naming the file and how to fix it; none for the demo
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"data xlsum/en (source): 6 of 36 rows (16.7%) were skipped in {src};")
+    assert "summarisation files need the columns" in warnings[0]
+
+
+def test_prepare_no_warning_at_exactly_5_percent(tmp_path, caplog):
+    src = _summary_jsonl(tmp_path / "en.jsonl", good=19, empty_summary=1, missing_article=0)
+    cfg = _cfg(task="xlsum", source_data=str(src), source_sizes=SplitSizes(10, 5, 0, 0),
+               target_sizes=SplitSizes(10, 5, 4, 5))
+    with caplog.at_level(logging.INFO, logger="grasp_lora"):
+        manifest = prepare_data(cfg, tmp_path / "data")
+    assert manifest["languages"]["en"]["load_report"].endswith("skipped 1 empty summary")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -79,6 +79,18 @@ def test_bertscore_with_embedded_encoder(encoder):
     assert set(TASK_METRICS["mlqa"]) <= set(m)
 
 
+def test_embedded_encoder_from_the_pipeline_is_named_once(encoder):
+    from grasp_lora.config import Config
+    from grasp_lora.evaluation.run import load_bertscore_encoder
+
+    cfg = Config()
+    cfg.model.name = "tiny-llama"
+    model, tok, _ = encoder
+    enc = load_bertscore_encoder(cfg, model, tok)
+    m = evaluate_predictions("mlqa", "en", {"q1": "x"}, [qa("q1", "x")], EvalConfig(bertscore_rescale=False), encoder=enc)
+    assert m["settings"]["bertscore"]["encoder"] == "tiny-llama@layer1"  # not tiny-llama@layer1@layer1
+
+
 def test_bertscore_embedded_needs_an_encoder():
     with pytest.raises(ValueError, match="needs the model"):
         evaluate_predictions("mlqa", "en", {"q1": "x"}, [qa("q1", "x")], EvalConfig(bertscore=True))

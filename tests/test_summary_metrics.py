@@ -23,6 +23,38 @@ def test_tokenize_latin_punctuation_splits_words():
     assert multilingual_tokenize("a$b  c\x00d", "en") == ["a", "b", "cd"]  # $ separates; NUL dropped
 
 
+# Hand-worked from the official scorer's documented order: lower-case, BERT cleaning (punctuation
+# and ASCII symbols removed as word breaks), OpenNMT aggressive (splits at letter/digit and symbol
+# boundaries), CJK characters split, whitespace split.
+@pytest.mark.parametrize(
+    "text, lang, tokens",
+    [
+        ("GDP grew 3.5% in 2024", "en", ["gdp", "grew", "3", "5", "in", "2024"]),  # decimal point, percent removed
+        ("Covid19 hit H2O", "en", ["covid", "19", "hit", "h", "2", "o"]),  # letter/digit boundaries
+        ("See https://www.bbc.com/news/world-55123", "en",
+         ["see", "https", "www", "bbc", "com", "news", "world", "55123"]),
+        ("great😀news €5 30°C", "en", ["great", "😀", "news", "€", "5", "30", "°", "c"]),  # symbols are tokens
+        ("عام2020 نما ١٥٪", "ar", ["عام", "2020", "نما", "١٥"]),  # Arabic percent sign is punctuation
+        ("٢٠٢٤م", "ar", ["٢٠٢٤", "م"]),  # Arabic-Indic digits are digits too
+        ("GDP增长7.2%与عام", "zh", ["gdp", "增", "长", "7", "2", "与", "عام"]),  # mixed scripts
+        ("新冠covid19病例3例", "zh", ["新", "冠", "covid", "19", "病", "例", "3", "例"]),
+        ("a\u00a0b\u200bc", "en", ["a", "bc"]),  # no-break space separates, zero-width space dropped
+    ],
+)
+def test_tokenize_official_default_path(text, lang, tokens):
+    assert multilingual_tokenize(text, lang) == tokens
+
+
+def test_rouge_l_hand_worked_with_digits_and_symbols():
+    # ref [covid 19 cases rose by 3 5 percent] (8), pred [covid 19 cases rose 3 5] (6): LCS 6
+    # -> P 1, R 3/4, F 6/7 (without the letter/digit split pred has "covid19" and F is 8/13)
+    assert rouge_l(["covid19 cases rose 3.5%"], ["Covid-19 cases rose by 3.5 percent"], "en") == pytest.approx(100 * 6 / 7)
+    # ref [ارتفع عدد الحالات إلى 2500 حالة] (6), pred [ارتفع العدد إلى 2500 حالة] (5): LCS 4 -> F 8/11
+    assert rouge_l(["ارتفع العدد إلى2500 حالة"], ["ارتفع عدد الحالات إلى 2500 حالة"], "ar") == pytest.approx(100 * 8 / 11)
+    # ref [新 冠 covid 19 病 例 3 例] (8), pred [covid 19 病 例] (4): LCS 4 -> P 1, R 1/2, F 2/3
+    assert rouge_l(["covid-19病例"], ["新冠covid19病例3例"], "zh") == pytest.approx(100 * 2 / 3)
+
+
 def test_arabic_and_chinese_are_kept_unlike_plain_rouge_score():
     ar = "مرحبا بالعالم."
     zh = "今天天气很好，我们去公园。"
@@ -70,8 +102,20 @@ def test_bleu_chinese_tokenizer_matters():
     assert bleu4([pred], [ref], "zh") == pytest.approx(100 * math.exp(1 - 8 / 7), abs=1e-6)
 
 
+def test_bleu_tokenizer_is_sacrebleus_own_choice_for_the_language():
+    from sacrebleu.metrics import BLEU
+
+    from grasp_lora.evaluation.summary_metrics import bleu_tokenizer
+
+    # what a reader running sacrebleu with the target language set would get
+    for lang in ("en", "ar", "zh"):
+        assert BLEU(trg_lang=lang).tokenizer.signature() == bleu_tokenizer(lang)
+
+
 def test_settings_recorded():
     zh = summary_settings("zh")
+    assert "aggressive" in zh["rouge_pretokenizer"] and "OpenNMT" in zh["rouge_tokenizer"]
+    assert "jieba" in summary_settings("zh", "jieba")["rouge_tokenizer"]
     assert zh["bleu_tokenizer"] == "zh" and "tok:zh" in zh["bleu_signature"]
     assert zh["chinese_segmenter"] == "char" and zh["rouge_stemmer"] is False
     ar = summary_settings("ar", "jieba")
@@ -94,8 +138,11 @@ def test_jieba_mode_uses_the_segmenter(monkeypatch):
     # a stand-in segmenter: chunks of two non-space characters, whitespace runs as their own tokens
     fake.lcut = lambda s: re.findall(r"\s+|\S{1,2}", s)
     monkeypatch.setitem(sys.modules, "jieba", fake)
-    # cleaned first ("，" and "!" become spaces), then cut; whitespace tokens dropped
-    assert multilingual_tokenize("我们去公园，OK!", "zh", "jieba") == ["我们", "去公", "园", "ok"]
+    # cleaned first ("，" and "!" become word breaks), then cut; the official scorer keeps the
+    # space tokens jieba emits, and so do we
+    assert multilingual_tokenize("我们去公园，OK!", "zh", "jieba") == ["我们", "去公", "园", " ", "ok"]
+    # so a space counts in the lengths: [我们 ␠ 去] vs [我们 去]: LCS 2 -> P 2/3, R 1, F 0.8
+    assert rouge_l(["我们 去"], ["我们去"], "zh", "jieba") == pytest.approx(80.0)
     # word tokens instead of characters: [我们 去公 园] vs [我们 去] shares 1 -> P 1/3, R 1/2, F 0.4
     assert rouge_l(["我们去公园"], ["我们去"], "zh", "jieba") == pytest.approx(40.0)
     assert rouge_l(["我们去公园"], ["我们去"], "zh", "char") == pytest.approx(100 * 2 * 1 * 0.6 / 1.6)

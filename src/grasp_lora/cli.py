@@ -68,13 +68,9 @@ def _experiment(args):
     tracking.start(args.report_to, cfg.pipeline.output_dir, run_name=cfg.name, config=cfg.to_dict(),
                    main=dist.is_main())
     exp = Experiment(cfg, progress=args.progress)
-    from grasp_lora.config import save_config
-
-    def start() -> None:
-        exp.root.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, exp.root / "config.yaml")
-
-    dist.run_on_main(start, "write config.yaml")
+    # Stops here, before any work, if finished results were made with other settings; then
+    # writes config.yaml (docs: README "Resume").
+    exp.start(rerun_changed=getattr(args, "rerun_changed", False))
     return exp
 
 
@@ -270,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         if runs:
             p.add_argument("--no-progress", dest="no_progress", action="store_true",
                            help="no progress bars (messages stay)")
+            p.add_argument("--rerun-changed", action="store_true",
+                           help="redo finished units whose settings changed, and everything downstream of them")
             p.add_argument("--report-to", choices=["none", "tensorboard", "wandb"], default="none",
                            help="track losses and controller rounds in TensorBoard (<run>/tensorboard; "
                                 "pip install grasp-lora[tracking]) or Weights & Biases (pip install grasp-lora[wandb])")

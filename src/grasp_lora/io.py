@@ -5,6 +5,7 @@ Nothing here ever leaves half a file: a crash leaves either the old file or the 
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
@@ -127,9 +128,43 @@ def manifest_complete(stage_dir: str | Path) -> bool:
         return False
 
 
+# The pipeline's record of the unit being run (grasp_lora.fingerprint: its settings and inputs),
+# added to that unit's manifest in the same atomic write as "complete", so no crash can leave a
+# finished unit without it. Only a manifest written into the unit's folder (or the hidden
+# `.<name>.tmp-*` sibling a stage builds it in before renaming) gets it.
+_MANIFEST_EXTRA: contextvars.ContextVar[tuple[Path, dict[str, Any]] | None] = contextvars.ContextVar(
+    "manifest_extra", default=None)
+
+
+def set_manifest_extra(unit_dir: str | Path | None, fields: dict[str, Any] | None = None) -> None:
+    """Fields for the next manifest written into `unit_dir`; None clears them."""
+    _MANIFEST_EXTRA.set(None if unit_dir is None or not fields else (Path(unit_dir).absolute(), dict(fields)))
+
+
+@contextmanager
+def manifest_extra(unit_dir: str | Path, **fields: Any) -> Iterator[None]:
+    token = _MANIFEST_EXTRA.set((Path(unit_dir).absolute(), dict(fields)))
+    try:
+        yield
+    finally:
+        _MANIFEST_EXTRA.reset(token)
+
+
+def _extra_for(stage_dir: str | Path) -> dict[str, Any]:
+    pending = _MANIFEST_EXTRA.get()
+    if pending is None:
+        return {}
+    unit_dir, fields = pending
+    d = Path(stage_dir).absolute()
+    if d == unit_dir or (d.parent == unit_dir.parent and d.name.startswith(f".{unit_dir.name}.tmp-")):
+        return fields
+    return {}
+
+
 def write_manifest(stage_dir: str | Path, **fields: Any) -> dict[str, Any]:
     """Write a stage manifest with status complete; call it last, after every artefact is written."""
     manifest = {"status": "complete", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
+    manifest.update(_extra_for(stage_dir))
     manifest.setdefault("environment", environment_info())
     write_json(Path(stage_dir) / MANIFEST, manifest)
     return manifest

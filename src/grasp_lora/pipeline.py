@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grasp_lora import distributed as dist
+from grasp_lora import fingerprint as fp
 from grasp_lora.config import Config, save_config
-from grasp_lora.io import manifest_complete, read_json, write_json, write_manifest
+from grasp_lora.io import manifest_complete, read_json, set_manifest_extra, write_json, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Experiment:
         self.progress = progress
         self._log = log if log is not None else logger.info  # the CLI sets level and handler
         self._base = None
+        self._started = False
         dist.init()  # under a launcher: join the process group before any collective below
         self._tokenizer = None
 
@@ -143,9 +145,106 @@ class Experiment:
         # Rank 0's view, broadcast: another rank could otherwise see a manifest rank 0 just wrote.
         if dist.from_main(manifest_complete(path)):
             self.log(f"[skip] {what}: complete ({path})")
+            set_manifest_extra(None)
             return True
         self.log(f"[run]  {what}")
+        # The unit about to run records its settings and inputs in the manifest it ends with.
+        units = self.units()
+        by_dir = {u.dir.absolute(): u for u in units}
+        unit = by_dir.get(Path(path).absolute())
+        set_manifest_extra(path, fp.record(unit, {u.name: u for u in units}) if unit else None)
         return False
+
+    # ---- config-safe resume -------------------------------------------------------------------
+    def _data_files(self) -> tuple[Path, ...]:
+        """The local files `prepare` reads (hub and demo sources have none)."""
+        from grasp_lora.data.sources import DataSourceError, folder_files
+
+        d = self.cfg.data
+        files: list[Path] = []
+        for lang, source in ((d.source_lang, d.source_data), (d.target_lang, d.target_data)):
+            p = Path(source).expanduser()
+            if p.is_file():
+                files.append(p.absolute())
+            elif p.is_dir():
+                try:
+                    files.extend(f.absolute() for f in folder_files(p, d.task, lang))
+                except DataSourceError:
+                    pass  # prepare reports it
+        return tuple(files)
+
+    def units(self) -> list[fp.Unit]:
+        """Every unit of work this configuration defines, upstream first (the resume plan)."""
+        from grasp_lora.search.grid import point_dir
+
+        cfg, d = self.cfg, self.cfg.data
+        full = cfg.to_dict()
+        units: list[fp.Unit] = []
+
+        def add(path: Path, kind: str, upstream: tuple[str, ...] = (), conf: dict | None = None, files=()) -> str:
+            name = path.relative_to(self.root).as_posix()
+            units.append(fp.Unit(name, path, kind, conf if conf is not None else full, upstream, tuple(files)))
+            return name
+
+        data = add(self.data_dir, "prepare", files=self._data_files())
+        adapters = {lang: add(self.adapter_dir(lang), "adapter", (data,)) for lang in (d.source_lang, d.target_lang)}
+        pair = (adapters[d.source_lang], adapters[d.target_lang])
+        wanted = set(cfg.pipeline.baselines)
+        baselines = {}
+        if "ties" in wanted:
+            baselines["ties"] = add(self.baseline_dir("ties"), "ties", pair)
+        if "lorahub" in wanted:
+            baselines["lorahub"] = add(self.baseline_dir("lorahub"), "lorahub", (data,) + pair)
+        if "adaptive_merge" in wanted:
+            baselines["adaptive_merge"] = add(self.baseline_dir("adaptive_merge"), "adaptive_merge", (data,) + pair)
+        # The controller run(s): one per experiment (the paper), or one per seed.
+        per_seed = cfg.pipeline.controller_per_seed
+        controllers = {
+            seed: add(self.grasp_dir(seed), "grasp", (data,) + pair, controller_config(cfg, seed).to_dict())
+            for seed in (cfg.pipeline.seeds if per_seed else [None])
+        }
+        finals, grid_points = {}, []
+        for seed in cfg.pipeline.seeds:
+            conf = seed_config(cfg, seed).to_dict()
+            grasp = controllers[seed if per_seed else None]
+            finals[seed] = add(self.seed_dir(seed) / "final", "final", (data,) + pair + (grasp,), conf)
+            if cfg.grid.enabled:
+                grid_points += [add(point_dir(self.seed_dir(seed) / "grid", r), "grid_point", (data,) + pair, conf)
+                                for r in cfg.grid.ratios]
+        if "zero_shot" in wanted:
+            add(self.system_dir("zero_shot"), "system", (data,))
+        if "target_lora" in wanted:
+            add(self.system_dir("target_lora"), "system", (data, adapters[d.target_lang]))
+        for name, unit in baselines.items():
+            add(self.system_dir(name), "system", (data, unit))
+        for seed in cfg.pipeline.seeds:
+            # The grid's ratio is selected across every seed's points, so each seed's grid-best
+            # system reads all of them.
+            if "grid_best" in wanted and grid_points:
+                add(self.system_dir(f"grid_best_seed{seed}"), "grid_system", (data,) + tuple(grid_points))
+            add(self.system_dir(f"grasp_seed{seed}"), "system", (data, finals[seed]))
+        return units
+
+    def start(self, rerun_changed: bool = False) -> None:
+        """Before any work: refuse (or, with `rerun_changed`, clear) finished units made with other
+        settings, then write config.yaml, which from then on describes every result in the folder."""
+        if self._started:
+            return
+        units = self.units()
+
+        def check() -> None:
+            stale = fp.plan_resume(units)
+            if stale and not rerun_changed:
+                raise fp.ConfigChangedError(fp.stale_message(self.root, stale))
+            for s in stale:
+                why = ", ".join(list(s.changed) + s.reasons)
+                self._log(f"[redo] {s.unit.name}: {why}")
+                fp.remove_unit(s.unit)
+            self.root.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.root / "config.yaml")
+
+        dist.run_on_main(check, "check settings, write config.yaml")
+        self._started = True
 
     # ---- stages -------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -358,12 +457,13 @@ class Experiment:
                 continue
             if spec["adapter"] is not None and not Path(spec["adapter"]).exists():
                 raise StageError(f"{spec['adapter']}: adapter of system {name} is missing; run its stage first")
+            started = time.perf_counter()
             model, tok = self.base_model()
             model = with_adapter(model, spec["adapter"])
             if dist.world_size() > 1:  # every process generates its share; rank 0 appends them all
                 self._generate(model, tok, test_rows, out / "predictions.jsonl")
 
-            def score(name=name, spec=spec, out=out, model=model, tok=tok) -> None:
+            def score(name=name, spec=spec, out=out, model=model, tok=tok, started=started) -> None:
                 # The base model is loaded by now (above), so this load is not collective.
                 if not encoder and self.cfg.eval.bertscore:
                     encoder.append(self.bertscore_encoder())
@@ -371,7 +471,8 @@ class Experiment:
                 metrics = evaluate_system(self.cfg, model, tok, None, test_rows, out, encoder=encoder[0] if encoder else None,
                                           progress=self.progress)
                 write_manifest(out, stage="evaluate", system=name, adapter=str(spec["adapter"]) if spec["adapter"] else None,
-                               ratio=spec.get("ratio"), seed=spec.get("seed"), family=spec["family"], metrics=metrics)
+                               ratio=spec.get("ratio"), seed=spec.get("seed"), family=spec["family"], metrics=metrics,
+                               wall_clock_s=time.perf_counter() - started)  # generation + scoring
 
             dist.run_on_main(score, f"evaluate {name}")
 
@@ -396,16 +497,12 @@ class Experiment:
         return dist.run_on_main(lambda: build_report(self.root), "report")
 
     # ---- running ------------------------------------------------------------------------------
-    def run(self, only: str | None = None, start: str | None = None) -> Path | None:
+    def run(self, only: str | None = None, start: str | None = None, rerun_changed: bool = False) -> Path | None:
         for name in (only, start):
             if name is not None and name not in STAGES:
                 raise StageError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
         stages = [only] if only else STAGES[STAGES.index(start):] if start else STAGES
-        def start_run() -> None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.root / "config.yaml")
-
-        dist.run_on_main(start_run, "write config.yaml")
+        self.start(rerun_changed)
         report = None
         for stage in stages:
             started = time.perf_counter()

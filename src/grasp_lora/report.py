@@ -47,6 +47,79 @@ def _fmt(stat: dict[str, Any] | None, digits: int = 2) -> str:
     return text
 
 
+def _list(values: Any) -> str:
+    """[42, 1337] -> "42, 1337": the report shows values, never Python reprs."""
+    if values is None:
+        return "–"
+    if isinstance(values, (list, tuple)):
+        return ", ".join(str(v) for v in values) or "–"
+    return str(values)
+
+
+def bertscore_sentence(s: dict[str, Any]) -> str:
+    """A metrics file's BERTScore settings as one sentence a reader can check."""
+    layer = s.get("layer")
+    of = f" of {s['num_layers']}" if s.get("num_layers") is not None else ""
+    text = f"BERTScore-F1 uses the encoder `{s.get('model', '?')}` (hidden layer {layer}{of}), "
+    if s.get("rescale"):
+        base, src = s.get("baseline"), s.get("baseline_source")
+        # the source reads "mean F of N mismatched reference pairs (seeded cyclic shuffle, seed 0)"
+        src = (src or "").replace(" (", ", ").replace(")", "")
+        text += "rescaled against a baseline F of " + (f"{base:.4f}" if base is not None else "?") + (f" ({src})" if src else "") + ", "
+    else:
+        text += "without baseline rescaling, "
+    text += "with idf weighting" if s.get("idf") else "without idf weighting"
+    return text + "; an empty prediction scores 0."
+
+
+def _seconds(unit_dir: Path) -> float | None:
+    """Wall-clock of one unit as it recorded it (result.json or manifest; field names vary by stage)."""
+    for name in ("result.json", "manifest.json"):
+        p = unit_dir / name
+        if p.is_file():
+            m = read_json(p)
+            for key in ("wall_clock_s", "wall_clock_seconds"):
+                if isinstance(m.get(key), (int, float)):
+                    return float(m[key])
+            total = (m.get("timings") or {}).get("total")
+            if isinstance(total, (int, float)):
+                return float(total)
+    return None
+
+
+def _system_costs(root: Path, cfg: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per system family: the training (or search) runs that produced it and their minutes, and
+    the minutes of generating + scoring its test predictions. Stage-1 adapters, which every
+    merged system reuses, are counted once, under "LoRA (target only)" and in the note."""
+    def total(dirs: list[Path]) -> float | None:
+        secs = [_seconds(d) for d in dirs]
+        return None if not dirs or any(x is None for x in secs) else sum(secs) / 60  # type: ignore[arg-type]
+
+    data = cfg.get("data", {})
+    producers: dict[str, tuple[str, list[Path]]] = {
+        "zero_shot": ("none", []),
+        "target_lora": ("stage-1 adapter", [root / "adapters" / str(data.get("target_lang"))]),
+        "ties": ("merge, no training", [root / "baselines" / "ties"]),
+        "lorahub": ("gradient-free search", [root / "baselines" / "lorahub"]),
+        "adaptive_merge": ("training run", [root / "baselines" / "adaptive_merge"]),
+        "grid_best": ("grid point runs", sorted(p.parent for p in root.glob("seed_*/grid/point_*/result.json"))),
+        "grasp": ("controller + final runs", [p.parent for p in [root / "grasp" / "result.json",
+                                                                 *sorted(root.glob("seed_*/grasp/result.json")),
+                                                                 *sorted(root.glob("seed_*/final/result.json"))]
+                                             if p.exists()]),
+    }
+    out = []
+    for row in rows:
+        what, dirs = producers.get(row["family"], ("", []))
+        runs = len(dirs) if row["family"] not in ("zero_shot", "ties", "lorahub") else 0
+        out.append({
+            "family": row["family"], "label": row["label"], "what": what, "runs": runs,
+            "minutes": 0.0 if row["family"] == "zero_shot" else total(dirs),
+            "eval_minutes": total([root / "systems" / s for s in row["systems"]]),
+        })
+    return out
+
+
 def collect_results(run_dir: str | Path) -> dict[str, Any]:
     root = Path(run_dir)
     cfg = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) if (root / "config.yaml").exists() else {}
@@ -90,8 +163,13 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
             if s:
                 bertscore_settings = s
                 break
+    from grasp_lora.fingerprint import results_hash
+
     return {
         "name": cfg.get("name"),
+        "config_hash": results_hash(cfg) if cfg else None,
+        "costs": _system_costs(root, cfg, rows),
+        "stage1_minutes": sum(_seconds(d) or 0.0 for d in sorted((root / "adapters").glob("*"))) / 60,
         "task": task,
         "source_lang": cfg.get("data", {}).get("source_lang"),
         "target_lang": cfg.get("data", {}).get("target_lang"),
@@ -153,6 +231,17 @@ def _runtime_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cost_table(results: dict[str, Any]) -> str:
+    def m(x: float | None) -> str:
+        return "–" if x is None else f"{x:.2f}"
+
+    lines = ["| system | produced by | training runs | minutes | test generation + scoring, minutes |",
+             "|---|---|---:|---:|---:|"]
+    for c in results["costs"]:
+        lines.append(f"| {c['label']} | {c['what']} | {c['runs']} | {m(c['minutes'])} | {m(c['eval_minutes'])} |")
+    return "\n".join(lines)
+
+
 def build_report(run_dir: str | Path) -> Path:
     from grasp_lora.plots import plot_grid, plot_systems, plot_trajectory
 
@@ -185,8 +274,12 @@ def build_report(run_dir: str | Path) -> Path:
         f"# GRASP LoRA report: {results['name']}",
         "",
         f"Task **{results['task']}**, {results['source_lang']} → {results['target_lang']}, base model "
-        f"`{results['model']}`, seeds {results['seeds']}. Scores are 0-100 on the target test split; "
+        f"`{results['model']}`, seeds {_list(results['seeds'])}. Scores are 0-100 on the target test split; "
         "systems run over several seeds show mean ± std.",
+        "",
+        f"Configuration hash `{results['config_hash'] or '–'}`: of every key in `config.yaml` that can change a "
+        "result (runs whose configurations differ only in progress bars, paths or batch sizes of scoring and "
+        "generation share it).",
         "",
         "## Results",
         "",
@@ -194,13 +287,16 @@ def build_report(run_dir: str | Path) -> Path:
         "",
     ]
     if results["bertscore"]:
-        b = results["bertscore"]
-        lines += [f"BERTScore: {b}", ""]
+        lines += [bertscore_sentence(results["bertscore"]), ""]
+    if results["costs"]:
+        lines += ["## Cost per system", "", _cost_table(results), "",
+                  f"Every merged system (TIES, LoRAHub, adaptive merge, grid, GRASP) also reuses the two stage-1 "
+                  f"adapters: {results['stage1_minutes']:.2f} minutes, counted once.", ""]
     if results["controller"]:
         lines += ["## Controller", "", "| seed | p* | rule | rounds | round share of run |", "|---|---:|---|---:|---:|"]
         for c in results["controller"]:
             share = c.get("controller_round_share")
-            lines.append(f"| {c['seed']} | {c['p_star']:.4f} | {c['rule']} | {c['rounds']} | "
+            lines.append(f"| {_list(c['seed'])} | {c['p_star']:.4f} | {c['rule']} | {c['rounds']} | "
                          f"{'–' if share is None else f'{100 * share:.1f}%'} |")
         lines.append("")
     lines += ["## Runtime: grid search vs GRASP", "", _runtime_table(results), "",
@@ -208,7 +304,7 @@ def build_report(run_dir: str | Path) -> Path:
               "and seed, one ratio selected by mean validation loss over the seeds (the paper's protocol).", ""]
     for title, name in plots:
         lines += [f"### {title}", "", f"![{title}]({name})", ""]
-    lines += ["## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()] + [""]
+    lines += ["## Environment", ""] + [f"- {k}: {_list(v)}" for k, v in env.items()] + [""]
     atomic_write_text(root / "report.md", "\n".join(lines))
     write_json(root / "results.json", {**results, "environment": env})
     return root / "report.md"

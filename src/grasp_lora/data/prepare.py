@@ -5,17 +5,36 @@ For the source and the target language of `cfg.data`, the pool is loaded (`load_
 written, empty ones included, so later stages can rely on all four files existing. The manifest
 records each language's source, sizes, row counts, the sha256 of every file and the load report.
 Files are a pure function of (config, pool): the same seed gives byte-identical files.
+Each language's load report (rows read, rows skipped by reason, gold answers dropped) goes to the
+console (`load_pool` logs it), with a warning when more than 5% of a file's rows were skipped: a
+file with a wrong column or a broken export otherwise trains on a silently smaller pool.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from grasp_lora.config import Config, SplitSizes
-from grasp_lora.data.sources import load_pool
+from grasp_lora.data.sources import LoadReport, fix_hint, load_pool
 from grasp_lora.data.splits import SPLITS, default_sizes, make_splits, sizes_dict
 from grasp_lora.io import file_sha256, read_jsonl, write_jsonl, write_manifest
+
+logger = logging.getLogger(__name__)
+
+
+# Above this share of skipped rows the console gets a warning, not just the report line.
+SKIP_WARN_FRACTION = 0.05
+
+
+def skip_warning(task: str, lang: str, role: str, report: LoadReport) -> str | None:
+    """The warning line when more than 5% of a file's rows were skipped, else None."""
+    skipped = sum(report.skipped.values())
+    if not report.total or skipped / report.total <= SKIP_WARN_FRACTION:
+        return None
+    return (f"data {task}/{lang} ({role}): {skipped} of {report.total} rows ({100 * skipped / report.total:.1f}%) "
+            f"were skipped in {report.source}; {fix_hint(task, report)}")
 
 
 def split_path(data_dir: str | Path, lang: str, split: str) -> Path:
@@ -23,9 +42,12 @@ def split_path(data_dir: str | Path, lang: str, split: str) -> Path:
 
 
 def _prepare_language(
-    task: str, lang: str, source: str, sizes: SplitSizes, seed: int, out_dir: Path, config_key: str
+    task: str, lang: str, role: str, source: str, sizes: SplitSizes, seed: int, out_dir: Path, config_key: str,
 ) -> dict[str, Any]:
-    pool, report = load_pool(task, lang, source)
+    pool, report = load_pool(task, lang, source)  # logs the report line ("data <task>/<lang>: loaded ...")
+    warning = skip_warning(task, lang, role, report)
+    if warning:
+        logger.warning(warning)
     splits = make_splits(pool, sizes, seed, config_key=config_key)
     files: dict[str, Any] = {}
     for name in SPLITS:
@@ -58,7 +80,7 @@ def prepare_data(cfg: Config, out_dir: str | Path) -> dict[str, Any]:
     )
     for role, lang, source, sizes, key in plan:
         chosen = sizes if sizes is not None else default_sizes(d.task, lang)
-        entry = _prepare_language(d.task, lang, source, chosen, d.seed, out, key)
+        entry = _prepare_language(d.task, lang, role, source, chosen, d.seed, out, key)
         languages[lang] = {"role": role, **entry}
     return write_manifest(
         out,

@@ -363,7 +363,7 @@ def read_file_rows(path: Path) -> Iterator[Any]:
     )
 
 
-def _folder_files(folder: Path, task: str, lang: str) -> list[Path]:
+def folder_files(folder: Path, task: str, lang: str) -> list[Path]:
     """MLQA's or XL-Sum's own files for `lang` inside a downloaded folder."""
     if get_task(task).kind == "qa":
         pattern = f"*context-{lang}-question-{lang}.json"
@@ -378,7 +378,8 @@ def _folder_files(folder: Path, task: str, lang: str) -> list[Path]:
     return files
 
 
-def _fix_hint(task: str, report: LoadReport) -> str:
+def fix_hint(task: str, report: LoadReport) -> str:
+    """How to fix the most frequent reason rows were skipped (for error and warning lines)."""
     top = max(report.skipped.items(), key=lambda kv: (kv[1], kv[0]))[0] if report.skipped else None
     if top in _FIXES:
         return _FIXES[top]
@@ -391,8 +392,8 @@ def _require_rows(rows: list[dict[str, Any]], report: LoadReport, task: str) -> 
     if rows:
         return
     if report.total == 0:
-        raise DataSourceError(f"{report.source}: no rows found; {_fix_hint(task, report)}")
-    raise DataSourceError(f"{report.source}: no usable rows ({report.line()}); {_fix_hint(task, report)}")
+        raise DataSourceError(f"{report.source}: no rows found; {fix_hint(task, report)}")
+    raise DataSourceError(f"{report.source}: no usable rows ({report.line()}); {fix_hint(task, report)}")
 
 
 def load_local(task: str, lang: str, path: str | Path) -> tuple[list[dict[str, Any]], LoadReport]:
@@ -402,7 +403,7 @@ def load_local(task: str, lang: str, path: str | Path) -> tuple[list[dict[str, A
             f"{path}: no such file or folder; data sources are 'hub', 'demo' or a path to an MLQA "
             f"JSON, XL-Sum JSONL, CSV or JSONL file"
         )
-    files = _folder_files(path, task, lang) if path.is_dir() else [path]
+    files = folder_files(path, task, lang) if path.is_dir() else [path]
     report = LoadReport(source=str(path))
     raw: list[Any] = []
     for f in files:

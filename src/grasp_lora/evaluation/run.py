@@ -22,10 +22,9 @@ def load_bertscore_encoder(cfg: Config, base_model, tokenizer) -> tuple[Any, Any
     """(model, tokenizer, name) of the BERTScore encoder: the run's base model or a named encoder."""
     name = cfg.eval.bertscore_model
     if name == "embedded":
-        layer = cfg.eval.bertscore_layer
-        if layer is None:
-            layer = base_model.config.num_hidden_layers // 2
-        return base_model, tokenizer, f"{cfg.model.name}@layer{layer}"
+        # The plain model name: BERTScore itself reports the encoder as "<name>@layer<L>" with the
+        # layer it actually used (adding the layer here too gave "gemma-3-270m@layer9@layer9").
+        return base_model, tokenizer, cfg.model.name
     from transformers import AutoModel, AutoTokenizer
 
     try:

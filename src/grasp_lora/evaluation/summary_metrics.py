@@ -2,25 +2,28 @@
 
 Why a custom tokenizer: `rouge-score`'s default tokenizer keeps only ``[a-z0-9]`` and so deletes
 every Arabic and Chinese character (an Arabic summary becomes zero tokens and scores 0). XL-Sum's
-multilingual ROUGE, in its default setting (no stemming, no language segmenter), instead:
+multilingual ROUGE (``multilingual_rouge_scoring``), in its default setting (no stemming, no
+language segmenter), tokenises a text in this order, and so do we:
 
-- lower-cases and drops control characters (whitespace kept as separators);
-- treats every Unicode "P" character and every ASCII non-alphanumeric character as a separator
-  (punctuation is removed and splits words there: "don't" -> "don", "t"; BERT's rule);
-- makes every CJK ideograph a token of its own (BERT's CJK blocks);
-- splits the remaining text on whitespace.
+1. lower-case;
+2. BERT's basic cleaning: control characters dropped, whitespace normalised, every Unicode "P"
+   character and every ASCII non-alphanumeric character removed and treated as a word break
+   ("don't" -> "don t", "3.5%" -> "3 5");
+3. OpenNMT's tokenizer in "aggressive" mode (the `pyonmttok` package, the same library the
+   official scorer calls): it splits where the character class changes, letters/digits and
+   symbols ("covid19" -> "covid 19", "great😀news" -> "great 😀 news", "€5" -> "€ 5");
+4. every CJK ideograph becomes a token of its own (BERT's CJK blocks); the rest is split on
+   whitespace.
 
-Not reproduced: XL-Sum's default path also runs OpenNMT's "aggressive" pre-tokenizer, which splits
-letter/digit boundaries ("covid19" -> "covid", "19"); SPEC section 8 describes the tokenisation
-without it, and we follow SPEC.
-
-Optional ``segmenter="jieba"`` (Chinese only) is XL-Sum's ``lang="chinese"`` mode: the text is
-cleaned as above and then segmented into words by jieba instead of characters; whitespace tokens
-jieba emits are dropped.
+``segmenter="jieba"`` (Chinese only) is XL-Sum's ``lang="chinese"`` mode: steps 1-2, then jieba's
+word segmentation instead of steps 3-4. Like the official scorer we keep every token jieba emits,
+including the single-space tokens it returns between words separated by a space (they count in
+the LCS and in the lengths); only if jieba returns nothing does the default path apply.
 """
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from typing import Any, Callable, Sequence
 
@@ -56,13 +59,27 @@ def _is_dropped_control(ch: str) -> bool:
 
 
 def _clean(text: str) -> str:
-    """Lower-case, drop control characters, turn punctuation into spaces."""
+    """Steps 1-2: lower-case, drop control characters, punctuation removed as a word break;
+    the words joined by single spaces (what the official sanitizer hands to the next step)."""
     out = []
     for ch in text.lower():
         if _is_dropped_control(ch):
             continue
         out.append(" " if _is_punct(ch) else ch)
-    return "".join(out)
+    return " ".join("".join(out).split())
+
+
+@functools.lru_cache(maxsize=1)
+def _aggressive() -> Any:
+    import pyonmttok
+
+    return pyonmttok.Tokenizer("aggressive")
+
+
+def _pretokenize(text: str) -> str:
+    """Step 3: OpenNMT's aggressive mode (no joiners, no subwords), tokens re-joined by spaces."""
+    tokens, _features = _aggressive().tokenize(text)
+    return " ".join(tokens)
 
 
 def _split_cjk(text: str) -> list[str]:
@@ -80,6 +97,15 @@ def _jieba_cut() -> Callable[[str], list[str]]:
     return jieba.lcut
 
 
+def onmt_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pyonmttok")
+    except Exception:  # the version is informative only
+        return "unknown"
+
+
 def effective_segmenter(lang: str, segmenter: str = "char") -> str:
     """The segmenter actually used: jieba applies to Chinese only; everything else is 'char'."""
     if segmenter not in SEGMENTERS:
@@ -91,9 +117,12 @@ def multilingual_tokenize(text: str, lang: str, segmenter: str = "char") -> list
     """XL-Sum default multilingual ROUGE tokens (see the module docstring)."""
     cleaned = _clean(text)
     if effective_segmenter(lang, segmenter) == "jieba":
-        cut = _jieba_cut()
-        return [t for t in cut(" ".join(cleaned.split())) if t.strip()]
-    return _split_cjk(cleaned)
+        tokens = [t for t in _jieba_cut()(cleaned) if t]
+        if tokens or not cleaned:
+            return tokens
+    if not cleaned:
+        return []
+    return _split_cjk(_pretokenize(cleaned))
 
 
 class MultilingualTokenizer:
@@ -156,7 +185,12 @@ def summary_settings(lang: str, segmenter: str = "char") -> dict[str, Any]:
     """What the metrics file records about how ROUGE-L and BLEU were computed."""
     return {
         "rouge": "rougeL F1 (rouge-score RougeScorer), mean over pairs",
-        "rouge_tokenizer": "xlsum-multilingual-default: lowercase, punctuation split, CJK chars, whitespace",
+        "rouge_tokenizer": (
+            "xlsum-multilingual lang=chinese: lowercase, BERT basic cleaning, jieba words (space tokens kept)"
+            if effective_segmenter(lang, segmenter) == "jieba"
+            else "xlsum-multilingual default: lowercase, BERT basic cleaning, OpenNMT aggressive, CJK chars, whitespace"
+        ),
+        "rouge_pretokenizer": f"pyonmttok {onmt_version()} aggressive",
         "rouge_stemmer": False,
         "chinese_segmenter": effective_segmenter(lang, segmenter),
         "bleu_tokenizer": bleu_tokenizer(lang),

@@ -1,0 +1,267 @@
+"""Config-safe resume: which settings each unit of work depends on, and whether a finished unit
+still matches the configuration a command is run with.
+
+A unit (data preparation, a stage-1 adapter, a baseline, the controller run, a grid point, a
+final run, one system's predictions + metrics) records in its manifest
+
+- ``fingerprint``: the values of the config keys that can change its result (``UNIT_KEYS``) and
+  their hash;
+- ``inputs``: digests of what it read: the manifests of the units upstream of it and, for data
+  preparation, the local data files.
+
+Before a command does any work, `plan_resume` compares every finished unit with the current
+configuration and inputs. A unit is *stale* when one of its keys changed, when its record is
+missing, or when something upstream of it is stale, will be (re)done, or was redone since (its
+manifest digest moved). Stale units are either refused (`ConfigChangedError`, one line naming
+the keys and units) or, with ``--rerun-changed``, removed so that the normal resume logic redoes
+them, and only them.
+
+Keys left out on purpose, because they cannot change a unit's result: progress bars and output
+paths; ``model.device`` and ``model.cache_dir`` (where the same computation runs, not what it
+computes); the batch sizes of no-grad passes, ``train.eval_batch_size``,
+``controller.score_batch_size`` and ``generation.batch_size`` (left-padded batches score and
+generate the same as one example at a time, tests/test_loss.py and tests/test_generate.py);
+``pipeline.*`` (which seeds and baselines exist adds or drops units, it changes none), except
+``pipeline.seeds`` for the grid-best systems: the grid's ratio is selected by the mean over seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from grasp_lora.io import MANIFEST, manifest_complete, read_json
+
+_MODEL = ("model",)
+_DATA = (
+    "data.task", "data.source_lang", "data.target_lang", "data.source_data", "data.target_data",
+    "data.seed", "data.source_sizes", "data.target_sizes",
+)
+_EXAMPLES = ("data.task", "data.max_length")  # how training examples are encoded
+_EVAL = ("data.task", "data.target_lang", "data.max_total_generation", "generation", "eval")
+
+# Unit kind -> the dotted config keys or whole sections its result depends on. Whole sections on
+# purpose: a key added to a section later invalidates by default; `IGNORED` lists what cannot.
+UNIT_KEYS: dict[str, tuple[str, ...]] = {
+    "prepare": _DATA,
+    "adapter": _MODEL + _EXAMPLES + ("lora", "train"),
+    "ties": _MODEL + ("ties",),
+    "lorahub": _MODEL + _EXAMPLES + ("data.target_lang", "lorahub", "train.seed"),
+    "adaptive_merge": _MODEL + _EXAMPLES + ("train", "merge"),
+    "grasp": _MODEL + _EXAMPLES + ("train", "merge", "controller"),
+    # Fixed-ratio runs: controller.fidelity=authors prunes at least one entry per tensor.
+    "final": _MODEL + _EXAMPLES + ("train", "merge", "prune", "controller.fidelity"),
+    "grid_point": _MODEL + _EXAMPLES + ("train", "merge", "prune", "controller.fidelity"),
+    "system": _MODEL + _EVAL,
+    # Which grid ratio is selected depends on the grid, the rule, and the seeds it averages over.
+    "grid_system": _MODEL + _EVAL + ("grid.ratios", "grid.select_by", "pipeline.seeds"),
+}
+
+# Keys that cannot change a result (module docstring), never part of a fingerprint.
+IGNORED = frozenset({
+    "model.device", "model.cache_dir", "train.eval_batch_size", "controller.score_batch_size",
+    "generation.batch_size",
+})
+# ... and per kind: the controller run trains at controller.grad_accum (train.grad_accum is replaced).
+IGNORED_BY_KIND: dict[str, frozenset[str]] = {"grasp": frozenset({"train.grad_accum"})}
+
+
+class ConfigChangedError(ValueError):
+    """Finished units were made with other settings; the message is one line with the way out."""
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1e-4}} -> {"train.lr": 1e-4}; lists and None stay values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    # What the value reads back as from a manifest (tuples become lists, and so on).
+    return json.loads(json.dumps(v, sort_keys=True, default=str))
+
+
+def _hash(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def select_keys(flat: Mapping[str, Any], patterns: Iterable[str], ignored: Iterable[str] = IGNORED) -> dict[str, Any]:
+    """The entries of `flat` named by `patterns` (a full dotted key or a section prefix), less `ignored`."""
+    pats = tuple(patterns)
+    skip = frozenset(ignored)
+    out = {}
+    for k, v in flat.items():
+        if k not in skip and any(k == p or k.startswith(p + ".") for p in pats):
+            out[k] = _jsonable(v)
+    # A prefix whose section is None or absent (e.g. data.target_sizes: null) still records it.
+    for p in pats:
+        if not any(k == p or k.startswith(p + ".") for k in out):
+            out[p] = _jsonable(flat.get(p))
+    return dict(sorted(out.items()))
+
+
+def config_fingerprint(cfg_dict: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """{"kind", "keys": {dotted key: value}, "hash"} of one unit kind under `cfg_dict`."""
+    if kind not in UNIT_KEYS:
+        raise ValueError(f"unknown unit kind {kind!r} (known: {', '.join(UNIT_KEYS)})")
+    keys = select_keys(flatten(cfg_dict), UNIT_KEYS[kind], IGNORED | IGNORED_BY_KIND.get(kind, frozenset()))
+    return {"kind": kind, "keys": keys, "hash": _hash(keys)}
+
+
+def results_hash(cfg_dict: Mapping[str, Any]) -> str:
+    """One hash of every key that can change any result: equal for two runs whose configs differ
+    only in keys that cannot (progress, paths, no-grad batch sizes)."""
+    flat = flatten(cfg_dict)
+    keys = select_keys(flat, sorted({p for pats in UNIT_KEYS.values() for p in pats}))
+    keys["pipeline.seeds"] = _jsonable(flat.get("pipeline.seeds"))
+    keys["pipeline.controller_per_seed"] = _jsonable(flat.get("pipeline.controller_per_seed"))
+    return _hash(keys, 12)
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def manifest_digest(unit_dir: str | Path) -> str | None:
+    """Digest of a finished unit's manifest (it changes whenever the unit is redone)."""
+    p = Path(unit_dir) / MANIFEST
+    return file_digest(p) if p.is_file() else None
+
+
+@dataclass
+class Unit:
+    """One unit of work: its folder, its kind, the config it runs under, what it reads."""
+
+    name: str  # the folder relative to the run folder: what messages call it
+    dir: Path
+    kind: str
+    cfg: Mapping[str, Any]  # the config dict this unit runs under (a seed's config for seed units)
+    upstream: tuple[str, ...] = ()  # names of the units whose outputs it reads
+    files: tuple[Path, ...] = ()  # data files it reads directly
+
+    def fingerprint(self) -> dict[str, Any]:
+        return config_fingerprint(self.cfg, self.kind)
+
+
+def current_inputs(unit: Unit, units: Mapping[str, Unit]) -> dict[str, str | None]:
+    """Digests of the unit's inputs as they are now: upstream manifests and data files."""
+    inputs: dict[str, str | None] = {}
+    for name in unit.upstream:
+        inputs[name] = manifest_digest(units[name].dir)
+    for f in unit.files:
+        inputs[f"file:{f}"] = file_digest(f) if Path(f).is_file() else None
+    return inputs
+
+
+def record(unit: Unit, units: Mapping[str, Unit]) -> dict[str, Any]:
+    """The manifest fields a unit writes when it finishes (`io.manifest_extra`)."""
+    return {"fingerprint": unit.fingerprint(), "inputs": current_inputs(unit, units)}
+
+
+@dataclass
+class Stale:
+    unit: Unit
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (recorded, now)
+    reasons: list[str] = field(default_factory=list)
+
+
+_MISSING = "<absent>"
+
+
+def _diff(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    out = {}
+    for k in sorted(set(recorded) | set(now)):
+        a, b = recorded.get(k, _MISSING), now.get(k, _MISSING)
+        if a != b:
+            out[k] = (a, b)
+    return out
+
+
+def plan_resume(units: Sequence[Unit]) -> list[Stale]:
+    """The finished units that no longer match, in the order given (upstream before downstream).
+
+    Units must be listed upstream first. A unit that is not finished is not stale, but it makes
+    every finished unit downstream of it stale (they read what it will produce).
+    """
+    by_name = {u.name: u for u in units}
+    will_run: set[str] = set()  # stale, or not finished: its outputs will be (re)made
+    stale: list[Stale] = []
+    for u in units:
+        missing = [n for n in u.upstream if n not in by_name]
+        if missing:
+            raise ValueError(f"unit {u.name}: upstream {missing} not in the plan (list upstream units first)")
+        if not manifest_complete(u.dir):
+            will_run.add(u.name)
+            continue
+        manifest = read_json(Path(u.dir) / MANIFEST)
+        s = Stale(u)
+        rec = manifest.get("fingerprint")
+        if not isinstance(rec, Mapping) or "keys" not in rec:
+            s.reasons.append("made without a settings record (an older grasp-lora)")
+        else:
+            s.changed = _diff(rec["keys"], u.fingerprint()["keys"])
+            recorded_inputs = manifest.get("inputs") or {}
+            now_inputs = current_inputs(u, by_name)
+            for n in u.upstream:
+                if n in will_run:
+                    s.reasons.append(f"{n} will be redone")
+                elif recorded_inputs.get(n) != now_inputs.get(n):
+                    s.reasons.append(f"{n} was redone since")
+            for f in u.files:
+                k = f"file:{f}"
+                if recorded_inputs.get(k) != now_inputs.get(k):
+                    s.reasons.append(f"{f} changed")
+        if s.changed or s.reasons:
+            stale.append(s)
+            will_run.add(u.name)
+    return stale
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def stale_message(root: str | Path, stale: Sequence[Stale], max_units: int = 8) -> str:
+    """One line: the changed keys (old -> new), the affected units, the two ways forward."""
+    changed: dict[str, tuple[Any, Any]] = {}
+    other: list[str] = []
+    for s in stale:
+        for k, v in s.changed.items():
+            changed.setdefault(k, v)
+        if not s.changed:
+            other.extend(r for r in s.reasons if "will be redone" not in r and "was redone" not in r)
+    parts = [f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changed.items()]
+    parts += sorted(set(other))
+    names = [s.unit.name for s in stale]
+    shown = ", ".join(names[:max_units]) + (f" and {len(names) - max_units} more" if len(names) > max_units else "")
+    return (
+        f"{root}: finished results were made with other settings ({'; '.join(parts) or 'inputs redone'}); "
+        f"affected: {shown}; use a new --run-dir, or add --rerun-changed to redo these {len(names)} units "
+        f"and everything downstream of them"
+    )
+
+
+def remove_unit(unit: Unit) -> None:
+    """Delete a stale unit's folder so the resume logic redoes it from scratch (its old
+    predictions, histories and logs would otherwise be resumed into the new run)."""
+    d = Path(unit.dir)
+    if d.is_dir():
+        # The manifest goes first: a crash mid-delete leaves an unfinished unit, never a
+        # "complete" one with half its files.
+        (d / MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(d)

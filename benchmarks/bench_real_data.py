@@ -212,7 +212,7 @@ def print_variants(lang: str, results: list[dict[str, Any]]) -> None:
     for v in results:
         for r in v["rows"]:
             rows.append([v["variant"], r["seed"], r["p_star"], r["grid_best_ratio"], r["val_loss"], r["regret"],
-                         r["test"].get("exact_match"), r["test"].get("f1"), r["test"].get("bertscore_f1"),
+                         r["test"].get("exact_match"), r["test"].get("f1"), r["test"].get("bertscore_f1", r["test"].get("bertscore")),
                          r["grid_test"].get("f1"),
                          C.ratio(v["cost"]["grasp_wall_s"], v["cost"]["grid_wall_s"]),
                          C.ratio(v["cost"]["grasp_cpu_s"], v["cost"]["grid_cpu_s"])])

@@ -19,17 +19,20 @@ import torch
 from grasp_lora.pruning.groups import FactorGroup, all_factors
 from grasp_lora.pruning.masks import check_ratio, prune_mask
 
-__all__ = ["MaskState", "zero_optimizer_state", "reset_optimizer_state", "ImportanceLike"]
+__all__ = ["MaskState", "zero_optimizer_state", "ImportanceLike"]
 
 ImportanceLike = Union[Sequence[torch.Tensor], Mapping[int, torch.Tensor]]
 
 
-def zero_optimizer_state(optimizer: Any, param: torch.Tensor, mask: torch.Tensor) -> int:
-    """Zero, at `mask`, every tensor-valued optimizer state entry of `param` with param's shape.
+def zero_optimizer_state(optimizer: Any, param: torch.Tensor, mask: Optional[torch.Tensor] = None) -> int:
+    """Zero `param`'s optimizer state; returns how many state tensors were touched.
 
-    Covers AdamW's exp_avg / exp_avg_sq (and SGD momentum, Adam's max_exp_avg_sq); scalar
-    entries such as `step` are left alone. Returns how many state tensors were touched.
-    Sharded optimizer states (ZeRO/FSDP) have other shapes and are not reached here.
+    With `mask`: every tensor-valued entry with param's shape (AdamW's exp_avg / exp_avg_sq, SGD
+    momentum, Adam's max_exp_avg_sq) at the masked positions; scalar entries such as `step` are
+    left alone (SPEC 5). Without: EVERY state tensor, whole, the 0-dim AdamW `step` included, so
+    bias correction restarts: what the authors' scripts do to a factor that gets newly pruned
+    entries (`fidelity: authors`). Sharded optimizer states (ZeRO/FSDP) have other shapes and
+    are not reached here.
     """
     state = getattr(optimizer, "state", None)
     if state is None or param not in state:
@@ -37,25 +40,15 @@ def zero_optimizer_state(optimizer: Any, param: torch.Tensor, mask: torch.Tensor
     touched = 0
     with torch.no_grad():
         for value in state[param].values():
-            if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                value.masked_fill_(mask.to(value.device), 0)
-                touched += 1
-    return touched
-
-
-def reset_optimizer_state(optimizer: Any, param: torch.Tensor) -> int:
-    """Zero EVERY tensor of `param`'s optimizer state, the 0-dim AdamW `step` included, so bias
-    correction restarts: what the authors' scripts do to a factor that gets newly pruned entries
-    (`fidelity: authors`). Returns how many state tensors were zeroed."""
-    state = getattr(optimizer, "state", None)
-    if state is None or param not in state:
-        return 0
-    touched = 0
-    with torch.no_grad():
-        for value in state[param].values():
-            if isinstance(value, torch.Tensor):
+            if not isinstance(value, torch.Tensor):
+                continue
+            if mask is None:
                 value.zero_()
-                touched += 1
+            elif value.shape == param.shape:
+                value.masked_fill_(mask.to(value.device), 0)
+            else:
+                continue
+            touched += 1
     return touched
 
 
@@ -188,7 +181,7 @@ class MaskState:
                     if optimizer_reset == "masked":
                         zero_optimizer_state(optimizer, p, newly)
                     elif bool(newly.any()):
-                        reset_optimizer_state(optimizer, p)
+                        zero_optimizer_state(optimizer, p)
                 newly_total += int(newly.sum().item())
                 released_total += int(released.sum().item())
                 pruned_total += int(new.sum().item())

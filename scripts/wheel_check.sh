@@ -48,9 +48,9 @@ check imported-from-wheel bash -c "'$VENV/bin/python' -c 'import grasp_lora; pri
 check version bash -c "'$GL' --version | grep -qx 'grasp-lora $(basename "$WHEEL" | cut -d- -f2)'"
 check config bash -c "'$GL' config demo train.lr=3e-4 | grep -q '^  lr: 0.0003$'"
 check prepare-demo bash -c "'$GL' prepare demo --run-dir run && test -s run/data/ar/train.jsonl && test -s run/data/manifest.json"
-check train-adapter-tiny bash -c "'$GL' train-adapter demo --lang target --run-dir run --quiet ${TINY[*]@Q} && test -s run/adapters/ar/adapter_model.safetensors"
+check train-adapter-tiny bash -c "'$GL' train-adapter demo --lang target --run-dir run_tiny --quiet ${TINY[*]@Q} && test -s run_tiny/adapters/ar/adapter_model.safetensors"
 expect_error embedded-model-needs-extra "grasp-lora[demo]" "$GL" train-adapter demo --lang source --run-dir run --quiet
-expect_error tensorboard-needs-extra "grasp-lora[tracking]" "$GL" train-adapter demo --lang source --run-dir run --quiet --report-to tensorboard "${TINY[@]}"
+expect_error tensorboard-needs-extra "grasp-lora[tracking]" "$GL" train-adapter demo --lang source --run-dir run_tiny --quiet --report-to tensorboard "${TINY[@]}"
 
 echo "wheel-check: $passed passed, $failed failed ($(( $(date +%s) - started ))s in all)"
 [ "$failed" = 0 ]

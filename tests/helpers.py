@@ -75,3 +75,11 @@ def logits_of(model, ids):
 
     with torch.no_grad():
         return model(input_ids=ids).logits
+
+
+def run_tiny_pipeline(root: Path, *extra: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """The whole demo pipeline on the tiny recipe in `root/run` (model cache in `root/cache`); asserts it succeeded."""
+    run = root / "run"
+    proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *extra, "--run-dir", str(run), "--quiet"], root / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run, proc

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY_OVERRIDES, cli_env, run_cli
+from helpers import TINY_OVERRIDES, cli_env, run_cli, run_tiny_pipeline
 
 
 def _comparable(results_json: Path) -> dict:
@@ -28,9 +28,7 @@ def _comparable(results_json: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    run_dir = root / "run"
-    proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run_dir), "--quiet"], root / "cache")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir, proc = run_tiny_pipeline(root)
     return root, run_dir, proc
 
 

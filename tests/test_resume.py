@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TINY_OVERRIDES, run_cli
+from helpers import TINY_OVERRIDES, run_cli, run_tiny_pipeline
 
 from grasp_lora.fingerprint import plan_resume
 
@@ -18,9 +18,7 @@ from grasp_lora.fingerprint import plan_resume
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    run = root / "run"
-    proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--quiet"], root / "cache")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run, _ = run_tiny_pipeline(root)
     return root, run
 
 

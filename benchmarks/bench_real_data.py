@@ -45,6 +45,8 @@ VARIANTS: dict[str, list[str]] = {
     "std_adv": ["controller.advantage=standardized"],
     "lookahead": ["controller.reward=lookahead"],
     "lookahead_std": ["controller.reward=lookahead", "controller.advantage=standardized"],
+    "dense_run": ["controller.train_under_mask=false"],
+    "dense_run_std": ["controller.train_under_mask=false", "controller.advantage=standardized"],
 }
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from grasp_lora.config import ConfigError, ControllerConfig, load_config
 from grasp_lora.controller.grpo import GRPOController, policy_update
-from grasp_lora.controller.hook import LookaheadScorer, MaskedModelScorer
+from grasp_lora.controller.hook import DenseRunScorer, LookaheadScorer, MaskedModelScorer
 from grasp_lora.pruning.groups import FactorGroup
 from grasp_lora.pruning.masks import committed_first, prune_order
 from grasp_lora.pruning.state import MaskState
@@ -151,6 +151,11 @@ def test_config_variants_and_refusals():
         load_config(None, ["controller.reward=trained"])
     with pytest.raises(ConfigError, match="fidelity"):
         load_config(None, ["controller.fidelity=authors", "controller.reward=lookahead"])
+    assert load_config(None, ["controller.train_under_mask=false"]).controller.train_under_mask is False
+    with pytest.raises(ConfigError, match="train_under_mask"):
+        load_config(None, ["controller.train_under_mask=false", "controller.reward=lookahead"])
+    with pytest.raises(ConfigError, match="fidelity"):
+        load_config(None, ["controller.fidelity=authors", "controller.train_under_mask=false"])
     with pytest.raises(ConfigError, match="grid.select_by: only val_loss"):
         load_config(None, ["grid.select_by=val_metric"])
 
@@ -212,3 +217,35 @@ def test_lookahead_scorer_trains_then_restores_weights_and_optimizer_exactly():
     assert scorer._trained_loss(ms.masks) == pytest.approx(l0)
     with pytest.raises(ValueError, match="lookahead"):
         LookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=[], steps=2, seed=0)
+
+
+def test_dense_run_scorer_commits_a_ratio_not_a_mask():
+    A, B, groups = two_factors()
+    ms = MaskState(groups)
+    weights = lambda: [p.detach().clone() for p in ms.factors]  # noqa: E731
+    # the loss is the sum of the live magnitudes: a mask's loss says which entries it zeroed
+    scorer = DenseRunScorer(ms, lambda: float(sum(p.abs().sum() for p in ms.factors)), lambda: None)
+    dense = weights()
+    l0_dense = scorer.committed_loss()
+    assert l0_dense == pytest.approx(sum(float(w.abs().sum()) for w in dense))  # before any commit: dense
+    scorer.refresh_importance()
+    l_half = scorer.candidate_loss(0.5)
+    # per factor, the floor(n/2) smallest |w| go: A keeps 1.5, 2.0, 3.0, 1.0; B keeps 1.0, 2.0, 0.8
+    assert l_half == pytest.approx(11.3)
+    sparsity = scorer.commit(0.5)
+    # 7 of 14 entries: the commit reports the mask's sparsity, but zeroes nothing and stashes nothing
+    assert sparsity == pytest.approx(0.5) and not ms.has_commit
+    assert all(torch.equal(a, b) for a, b in zip(dense, weights()))
+    ms.rezero()
+    assert all(torch.equal(a, b) for a, b in zip(dense, weights()))
+    # after the commit, L0 is the committed ratio's mask cut from (and scored on) the current weights
+    assert scorer.committed_loss() == pytest.approx(l_half)
+    with torch.no_grad():
+        A[0, 2] = 5.0  # training moved a small entry: the ratio's mask is recomputed, not replayed
+    # A now keeps 5.0, 3.0, 2.0, 1.5 (its 0.1 grew to 5.0 and pushed 1.0 out); B keeps 3.8 as before
+    assert scorer.committed_loss() == pytest.approx(11.5 + 3.8)
+    assert all(torch.equal(a, b) for a, b in zip([p.detach() for p in ms.factors], weights()))
+    state = scorer.state_dict()
+    again = DenseRunScorer(ms, scorer.evaluate_loss, lambda: None)
+    again.load_state_dict(state)
+    assert again.committed_ratio == 0.5 and again.committed_loss() == pytest.approx(scorer.committed_loss())

@@ -115,3 +115,16 @@ def test_lookahead_and_standardized_variants_run_and_are_recorded(exp, tmp_path)
         adv = rec["advantages"]
         assert sum(adv) == pytest.approx(0.0, abs=1e-9)
         assert sum(a * a for a in adv) / len(adv) == pytest.approx(1.0) or all(a == 0 for a in adv)
+
+
+def test_dense_run_variant_never_masks_the_controller_run(exp, tmp_path):
+    c = replace(exp.cfg.controller, train_under_mask=False)
+    result, history = controller_run(exp, tmp_path / "dense", replace(exp.cfg, controller=c))
+    assert result["train_under_mask"] is False
+    records = [json.loads(line) for line in history.splitlines()]
+    assert len(records) == result["rounds"] > 0
+    committed = [r["committed_ratio"] for r in records if r["committed_ratio"] is not None]
+    # p* is the last committed p_c, as in the paper's rule; rewards are relative to p_c's own mask
+    assert result["p_star"] == pytest.approx(committed[-1] if committed else exp.cfg.controller.p_init)
+    for r in records:
+        assert r["rewards"] == pytest.approx([r["L0"] - x for x in r["losses"]])

@@ -118,6 +118,10 @@ class ControllerConfig:
     # the committed one for L0, is first trained for lookahead_steps optimizer steps, then scored)
     reward: str = "immediate"
     lookahead_steps: int = 5
+    # train_under_mask: true (the paper: the committed ratio's mask is applied and the controller run
+    # trains under it) | false (a commit moves p_c only; the run trains dense and every mask of a
+    # round, L0's at p_c included, is scored on the same weights)
+    train_under_mask: bool = True
 
     def resolved_p_star_rule(self) -> str:
         if self.p_star_rule is not None:
@@ -436,8 +440,12 @@ def validate(cfg: Config) -> None:
            f"controller.advantage: expected centered or standardized, got {c.advantage!r}")
     _check(c.reward in ("immediate", "lookahead"), f"controller.reward: expected immediate or lookahead, got {c.reward!r}")
     _check(c.lookahead_steps >= 1, f"controller.lookahead_steps: must be >= 1, got {c.lookahead_steps}")
-    _check(c.fidelity == "fixed" or (c.advantage, c.reward) == ("centered", "immediate"),
-           "controller.fidelity: authors reproduces the released scripts; combine advantage/reward variants "
+    _check(isinstance(c.train_under_mask, bool),
+           f"controller.train_under_mask: expected true or false, got {c.train_under_mask!r}")
+    _check(c.train_under_mask or c.reward == "immediate",
+           "controller.train_under_mask: false scores masks on the dense weights; combine it with reward immediate")
+    _check(c.fidelity == "fixed" or ((c.advantage, c.reward) == ("centered", "immediate") and c.train_under_mask),
+           "controller.fidelity: authors reproduces the released scripts; combine advantage/reward/train_under_mask variants "
            "with fidelity fixed")
     g = cfg.grid
     _check(len(g.ratios) >= 1, "grid.ratios: must list at least one ratio")

@@ -25,7 +25,7 @@ from grasp_lora.pruning.importance import magnitude_importance
 from grasp_lora.pruning.masks import committed_first, mask_from_order, prune_order
 from grasp_lora.pruning.state import MaskState
 
-__all__ = ["MaskedModelScorer", "LookaheadScorer", "GRPOHook", "is_main_process"]
+__all__ = ["MaskedModelScorer", "LookaheadScorer", "DenseRunScorer", "GRPOHook", "is_main_process"]
 
 
 class MaskedModelScorer:
@@ -179,6 +179,44 @@ class LookaheadScorer(MaskedModelScorer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._cursor = int(state.get("cursor", 0))
+
+
+class DenseRunScorer(MaskedModelScorer):
+    """`controller.train_under_mask: false`: a commit moves p_c only; no mask is ever applied to
+    the controller run, which trains the merged adapters dense.
+
+    Under the paper's rule the run trains under the committed mask, so the live weights co-adapt to
+    it: any other mask then looks worse on the spot, whether it prunes more or releases stale
+    stashed values, and after the first commit nothing is committed again (BENCHMARKS.md "Real
+    data"). Here every mask of a round, L0's at p_c included, is cut from the same dense weights
+    by the same magnitude ranking and scored on them, so the comparison between ratios carries no
+    advantage for the one committed last. Before the first commit L0 is the dense loss, as in the
+    paper. The final run, which trains under p*, is unchanged.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.mask_state.has_commit:
+            raise ValueError("DenseRunScorer needs a MaskState without a committed mask")
+        self.committed_ratio: Optional[float] = None
+
+    def committed_loss(self) -> float:
+        if self.committed_ratio is None:
+            return float(self.evaluate_loss())
+        self.refresh_importance()
+        return self.candidate_loss(self.committed_ratio)
+
+    def commit(self, ratio: float) -> float:
+        self.committed_ratio = float(ratio)
+        masks = self._masks(ratio)
+        return sum(int(m.sum().item()) for m in masks) / self.mask_state.total_entries
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "committed_ratio": self.committed_ratio}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.committed_ratio = state.get("committed_ratio")
 
 
 def is_main_process(state: Any) -> bool:

@@ -39,7 +39,7 @@ def run_grasp_search(
 ) -> dict[str, Any]:
     from grasp_lora import distributed as dist
     from grasp_lora.controller.grpo import GRPOController
-    from grasp_lora.controller.hook import GRPOHook, LookaheadScorer, MaskedModelScorer
+    from grasp_lora.controller.hook import DenseRunScorer, GRPOHook, LookaheadScorer, MaskedModelScorer
     from grasp_lora.training.finetune import setup_merged_training
     from grasp_lora.pruning.state import MaskState
     from grasp_lora.training.loop import micro_dev_loss_fn, train
@@ -80,6 +80,8 @@ def run_grasp_search(
         scorer = LookaheadScorer(mask_state, evaluate_loss, get_optimizer, model=model, train_set=train_set,
                                  steps=c.lookahead_steps, seed=c.seed, targets_only=cfg.train.targets_only_head,
                                  **scorer_args)
+    elif not c.train_under_mask:
+        scorer = DenseRunScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
     else:
         scorer = MaskedModelScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
     hook = GRPOHook(controller, scorer, mask_state, history_path=history_path)
@@ -107,6 +109,7 @@ def run_grasp_search(
         "fidelity": c.fidelity,
         "advantage": c.advantage,
         "reward": c.reward,
+        "train_under_mask": c.train_under_mask,
         "rounds": len(controller.history),
         "final_p_c": controller.p_c,
         "mu": controller.policy.mu,

@@ -2,7 +2,8 @@
 
 from grasp_lora.data.demo import demo_pool
 from grasp_lora.data.prepare import load_split, prepare_data
-from grasp_lora.data.sources import DataSourceError, LoadReport, load_pool
+from grasp_lora.data.records import DataSourceError, LoadReport
+from grasp_lora.data.sources import load_pool
 from grasp_lora.data.splits import SPLITS, SplitError, default_sizes, make_splits
 from grasp_lora.data.tasks import (
     TaskError,

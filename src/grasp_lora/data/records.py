@@ -241,7 +241,8 @@ def _require_rows(rows: list[dict[str, Any]], report: LoadReport, task: str) -> 
     raise DataSourceError(f"{report.source}: no usable rows ({report.line()}); {fix_hint(task, report)}")
 
 
-def normalize_pool(task: str, raw: Iterable[Any], source: str, id_prefix: str) -> tuple[list[dict[str, Any]], LoadReport]:
+def normalize_pool(task: str, raw: Iterable[Any], source: str,
+                   id_prefix: str) -> tuple[list[dict[str, Any]], LoadReport]:
     """A whole source's raw rows -> (records, report); a source without one usable row is refused."""
     report = LoadReport(source=source)
     rows = normalize_rows(task, raw, report, id_prefix=id_prefix)

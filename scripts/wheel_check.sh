@@ -47,6 +47,8 @@ expect_error() {  # expect_error NAME TEXT COMMAND...: exit 2 with one stderr li
 check imported-from-wheel bash -c "'$VENV/bin/python' -c 'import grasp_lora; print(grasp_lora.__file__)' | grep -q '^$VENV/'"
 check version bash -c "'$GL' --version | grep -qx 'grasp-lora $(basename "$WHEEL" | cut -d- -f2)'"
 check config bash -c "'$GL' config demo train.lr=3e-4 | grep -q '^  lr: 0.0003$'"
+check demo-pools "$VENV/bin/python" -c 'from grasp_lora.data.demo import demo_pool
+assert all(len(demo_pool(t, l)) == 360 for t in ("mlqa", "xlsum") for l in ("en", "ar", "zh"))'
 check prepare-demo bash -c "'$GL' prepare demo --run-dir run && test -s run/data/ar/train.jsonl && test -s run/data/manifest.json"
 check train-adapter-tiny bash -c "'$GL' train-adapter demo --lang target --run-dir run_tiny --quiet ${TINY[*]@Q} && test -s run_tiny/adapters/ar/adapter_model.safetensors"
 expect_error embedded-model-needs-extra "grasp-lora[demo]" "$GL" train-adapter demo --lang source --run-dir run --quiet

@@ -83,3 +83,8 @@ def run_tiny_pipeline(root: Path, *extra: str) -> tuple[Path, subprocess.Complet
     proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *extra, "--run-dir", str(run), "--quiet"], root / "cache")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run, proc
+
+
+def cache_leftovers(models_dir: Path) -> list[str]:
+    """Temp or set-aside folders a model-cache build left behind (names start with a dot)."""
+    return sorted(p.name for p in models_dir.iterdir() if p.name.startswith("."))

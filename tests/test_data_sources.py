@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from grasp_lora.data.demo import POOL_SIZE, demo_pool
-from grasp_lora.data.sources import DataSourceError, LoadReport, load_pool, parse_answers, _Skip
+from grasp_lora.data.records import DataSourceError, LoadReport, Skip, parse_answers
+from grasp_lora.data.sources import load_pool
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 
@@ -179,9 +180,9 @@ def test_parse_answers_shapes(value, expected):
 
 
 def test_parse_answers_rejects_unreadable():
-    with pytest.raises(_Skip):
+    with pytest.raises(Skip):
         parse_answers({"answer_start": [1]})
-    with pytest.raises(_Skip):
+    with pytest.raises(Skip):
         parse_answers(None)
 
 

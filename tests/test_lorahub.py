@@ -18,7 +18,8 @@ from grasp_lora.baselines.lorahub import (
     write_peft_adapter,
 )
 from grasp_lora.config import LoraHubConfig
-from grasp_lora.models.merged import AdapterMismatchError, merged_modules, read_adapter, unmerge
+from grasp_lora.models.merged import merged_modules, unmerge
+from grasp_lora.models.peft_adapter import AdapterMismatchError, read_adapter
 from grasp_lora.models.tiny import tiny_model
 from helpers import logits_of, make_adapter
 

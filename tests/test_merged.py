@@ -10,22 +10,18 @@ import torch
 from torch import nn
 
 from grasp_lora.models.merged import (
-    AdapterError,
-    AdapterMismatchError,
-    LoraAdapter,
     MergedLoRALinear,
     factor_groups,
     layer_index,
-    load_merged_factors,
     merge_adapters,
     merge_loaded_adapters,
     merged_modules,
-    read_adapter,
-    save_merged_factors,
     set_dense,
     trainable_factors,
     unmerge,
 )
+from grasp_lora.models.merged_state import load_merged_factors, save_merged_factors
+from grasp_lora.models.peft_adapter import AdapterError, AdapterMismatchError, LoraAdapter, read_adapter
 from grasp_lora.models.tiny import tiny_model
 
 import helpers

@@ -68,7 +68,8 @@ def test_runtime_files_are_package_data():
 
     patterns = PROJECT["tool"]["setuptools"]["package-data"]["grasp_lora"]
     pkg = ROOT / "src" / "grasp_lora"
-    recipes = sorted(p.relative_to(pkg).as_posix() for p in (pkg / "configs").glob("*.yaml"))
-    assert recipes and all(any(fnmatch.fnmatch(r, pat) for pat in patterns) for r in recipes)
+    for folder, suffix in (("configs", "yaml"), ("data/demo_pools", "jsonl")):
+        files = sorted(p.relative_to(pkg).as_posix() for p in (pkg / folder).glob(f"*.{suffix}"))
+        assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files), folder
     for pat in patterns:  # no entry names a file that does not exist
         assert list(pkg.glob(pat)), pat

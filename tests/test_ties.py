@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from grasp_lora.baselines.ties import TIES_INFO, ties_merge
-from grasp_lora.models.merged import AdapterMismatchError, read_adapter
+from grasp_lora.models.peft_adapter import AdapterMismatchError, read_adapter
 from grasp_lora.models.tiny import tiny_model
 from helpers import logits_of, make_adapter
 

@@ -158,7 +158,8 @@ class Experiment:
     # ---- config-safe resume -------------------------------------------------------------------
     def _data_files(self) -> tuple[Path, ...]:
         """The local files `prepare` reads (hub and demo sources have none)."""
-        from grasp_lora.data.sources import DataSourceError, folder_files
+        from grasp_lora.data.local_files import folder_files
+        from grasp_lora.data.records import DataSourceError
 
         d = self.cfg.data
         files: list[Path] = []

@@ -26,14 +26,8 @@ from torch import nn
 
 from grasp_lora.config import LoraHubConfig
 from grasp_lora.models.export import write_peft_adapter
-from grasp_lora.models.merged import (
-    LoraAdapter,
-    check_compatible,
-    merge_loaded_adapters,
-    merged_modules,
-    read_adapter,
-    unmerge,
-)
+from grasp_lora.models.merged import merge_loaded_adapters, merged_modules, unmerge
+from grasp_lora.models.peft_adapter import LoraAdapter, check_compatible, read_adapter
 
 __all__ = [
     "LORAHUB_INFO",

@@ -24,7 +24,8 @@ from typing import Sequence
 from torch import nn
 
 from grasp_lora.models.export import atomic_dir
-from grasp_lora.models.merged import check_plain_model, check_compatible, read_adapter
+from grasp_lora.models.merged import check_plain_model
+from grasp_lora.models.peft_adapter import check_compatible, read_adapter
 
 TIES_INFO = "grasp_lora_ties.json"
 _NAMES = ("source", "target")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from grasp_lora.config import Config, SplitSizes
-from grasp_lora.data.sources import LoadReport, fix_hint, load_pool
+from grasp_lora.data.records import LoadReport, fix_hint
+from grasp_lora.data.sources import load_pool
 from grasp_lora.data.splits import SPLITS, default_sizes, make_splits, sizes_dict
 from grasp_lora.io import file_sha256, read_jsonl, write_jsonl, write_manifest
 

@@ -20,15 +20,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from grasp_lora.models.merged import (
-    ADAPTER_WEIGHTS,
-    PEFT_PREFIX,
-    LoraAdapter,
-    factor_sparsity,
-    iter_merged_factor_tensors,
-    merged_modules,
-    merged_scaling,
-)
+from grasp_lora.models.merged import factor_sparsity, iter_merged_factor_tensors, merged_modules, merged_scaling
+from grasp_lora.models.peft_adapter import ADAPTER_WEIGHTS, PEFT_PREFIX, LoraAdapter
 
 EXPORT_INFO = "grasp_lora_export.json"
 

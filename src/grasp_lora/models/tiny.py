@@ -1,6 +1,6 @@
 """Tiny random-init models built in code, for tests and for trying the CLI in seconds.
 
-`tiny-llama` and `tiny-gemma3` are builtin model names (see models.loading): they have the real
+`tiny-llama` and `tiny-gemma3` are builtin model names (see models.registry): they have the real
 architectures (q_proj/v_proj attention, decoder layers) at toy sizes, with a byte-level tokenizer
 that round-trips any Unicode text (Arabic and Chinese included) in 256 byte tokens + 4 specials.
 """

@@ -54,7 +54,7 @@ def setup_merged_training(cfg: Config, model, tokenizer, adapter_dirs: Sequence[
     import torch
 
     from grasp_lora.models.merged import factor_groups, merge_adapters
-    from grasp_lora.training.adapters import encode_rows
+    from grasp_lora.data.encode import encode_rows
 
     torch.manual_seed(cfg.train.seed)
     info = merge_adapters(model, [str(d) for d in adapter_dirs], scaling=cfg.merge.scaling)

@@ -27,7 +27,7 @@ def attach_fixed_ratio_pruner(model, groups, ratio: float, cfg: Config, train_se
     from grasp_lora.distributed import reduce_sum_fn
     from grasp_lora.pruning.input_norms import InputNormAccumulator, LayerInputHooks, find_decoder_layers
     from grasp_lora.pruning.pruner import FixedRatioPruner, FullPassNorms, TrainForwardNorms
-    from grasp_lora.training.loop import _shard
+    from grasp_lora.training.parallel import shard
     from grasp_lora.training.loss import per_example_losses
 
     # mask_source: padding must not count in the norms (SPEC 4: non-padding tokens), and with it
@@ -37,11 +37,11 @@ def attach_fixed_ratio_pruner(model, groups, ratio: float, cfg: Config, train_se
     if cfg.prune.importance_inputs == "train_forward":
         source = TrainForwardNorms(hooks, reduce_sum)
     else:
-        shard = _shard(train_set)  # this process's part; the statistics are summed afterwards
+        part = shard(train_set)  # this process's part; the statistics are summed afterwards
 
         # The authors' statistic: an extra no-grad forward over the whole training set per step.
         def full_pass() -> None:
-            per_example_losses(model, shard, cfg.train.eval_batch_size, targets_only=True)
+            per_example_losses(model, part, cfg.train.eval_batch_size, targets_only=True)
 
         source = FullPassNorms(hooks, full_pass, reduce_sum)
     at_least_one = cfg.controller.fidelity == "authors"

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from grasp_lora.cli import resolve_recipe
-from grasp_lora.config import load_config
+from grasp_lora.config import load_config, seed_config
 from grasp_lora.io import manifest_complete, read_json
-from grasp_lora.pipeline import Experiment, seed_config
+from grasp_lora.pipeline import Experiment
 from grasp_lora.search.optuna_search import (
     STUDY_NAME,
     EpochReporter,

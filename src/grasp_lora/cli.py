@@ -30,6 +30,7 @@ from typing import Optional
 
 from grasp_lora import __version__
 from grasp_lora import distributed as dist
+from grasp_lora.config import BASELINES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -149,7 +150,7 @@ def cmd_finetune(args) -> int:
         return 0
     if not 0 <= args.ratio < 1:
         raise ValueError(f"--ratio {args.ratio}: a prune ratio must be in [0, 1)")
-    from grasp_lora.pipeline import seed_config
+    from grasp_lora.config import seed_config
 
     seed = exp.cfg.pipeline.seeds[0]
     out = Path(args.out) if args.out else exp.seed_dir(seed) / f"finetune_{args.ratio:.4f}"
@@ -293,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help="prune ratio in [0, 1) (default: p* of the grasp search)")
     p.add_argument("--out", help="output folder (with --ratio)")
     p = recipe_cmd("baseline", "build (and with --evaluate, score) one baseline", cmd_baseline, before_recipe=(
-        "name", dict(choices=["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"])))
+        "name", dict(choices=BASELINES)))
     p.add_argument("--evaluate", action="store_true", help="also generate and evaluate it on the test split")
     p = recipe_cmd("generate", "greedy predictions of a model (+ optional PEFT adapter) as JSONL", cmd_generate)
     p.add_argument("--adapter", help="PEFT adapter folder (default: the base model, zero-shot)")

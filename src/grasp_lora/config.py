@@ -12,7 +12,7 @@ import json
 import re
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,10 +29,6 @@ class SplitSizes:
     val: int = 50
     micro_dev: int = 16
     test: int = 100
-
-
-def _source_sizes() -> dict[str, SplitSizes]:
-    return {}
 
 
 @dataclass
@@ -170,6 +166,10 @@ class TiesConfig:
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
 
 
+# Every system the report compares GRASP with (`pipeline.baselines`, `grasp-lora baseline NAME`).
+BASELINES = ("zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best")
+
+
 @dataclass
 class PipelineConfig:
     output_dir: str = "runs/experiment"
@@ -177,9 +177,7 @@ class PipelineConfig:
     # false: the paper's protocol (one controller run, seeded by controller.seed, then a final run
     # per seed at its p*); true: a controller run per seed (variance studies).
     controller_per_seed: bool = False
-    baselines: list[str] = field(
-        default_factory=lambda: ["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"]
-    )
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
 
 
 @dataclass
@@ -206,12 +204,21 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+def seed_config(cfg: Config, seed: int) -> Config:
+    """The config of one seed of a seed sweep (final runs, grid points): training draws from that seed."""
+    return replace(cfg, train=replace(cfg.train, seed=seed))
+
+
+def controller_config(cfg: Config, seed: int | None = None) -> Config:
+    """The config of a controller run. The paper's protocol (seed None): one run, seeded by
+    controller.seed for both the controller's generator and the training order. Per-seed
+    controllers (`pipeline.controller_per_seed`): both from `seed`."""
+    s = cfg.controller.seed if seed is None else seed
+    return replace(cfg, train=replace(cfg.train, seed=s), controller=replace(cfg.controller, seed=s))
+
+
 # ----------------------------------------------------------------------------------------------
 # Building dataclasses from plain data, with errors that name the key.
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -371,12 +378,6 @@ def _override_named_in(message: str, applied: list[tuple[str, str]]) -> Optional
     return None
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    cfg = _build(Config, data)
-    validate(cfg)
-    return cfg
-
-
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
@@ -459,9 +460,8 @@ def validate(cfg: Config) -> None:
     _check(0 < cfg.ties.density <= 1, "ties.density: must be in (0, 1]")
     p = cfg.pipeline
     _check(len(p.seeds) >= 1, "pipeline.seeds: must list at least one seed")
-    known = {"zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"}
     for b in p.baselines:
-        _check(b in known, f"pipeline.baselines: unknown baseline {b!r} (known: {', '.join(sorted(known))})")
+        _check(b in BASELINES, f"pipeline.baselines: unknown baseline {b!r} (known: {', '.join(sorted(BASELINES))})")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

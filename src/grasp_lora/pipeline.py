@@ -39,13 +39,12 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from grasp_lora import distributed as dist
 from grasp_lora import fingerprint as fp
-from grasp_lora.config import Config, save_config
+from grasp_lora.config import Config, controller_config, save_config, seed_config
 from grasp_lora.io import manifest_complete, read_json, set_manifest_extra, write_json, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -55,19 +54,6 @@ STAGES = ["prepare", "adapters", "baselines", "grasp", "final", "grid", "evaluat
 
 class StageError(ValueError):
     pass
-
-
-def seed_config(cfg: Config, seed: int) -> Config:
-    """The config of one seed of a seed sweep (final runs, grid points): training draws from that seed."""
-    return replace(cfg, train=replace(cfg.train, seed=seed))
-
-
-def controller_config(cfg: Config, seed: int | None = None) -> Config:
-    """The config of a controller run. The paper's protocol (seed None): one run, seeded by
-    controller.seed for both the controller's generator and the training order. Per-seed
-    controllers (`pipeline.controller_per_seed`): both from `seed`."""
-    s = cfg.controller.seed if seed is None else seed
-    return replace(cfg, train=replace(cfg.train, seed=s), controller=replace(cfg.controller, seed=s))
 
 
 class Experiment:

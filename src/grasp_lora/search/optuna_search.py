@@ -135,8 +135,8 @@ def run_optuna_search(
     optuna = _import_optuna()
     from optuna.trial import TrialState
 
-    from grasp_lora.config import config_hash
-    from grasp_lora.pipeline import StageError, seed_config
+    from grasp_lora.config import config_hash, seed_config
+    from grasp_lora.pipeline import StageError
 
     if n_trials < 1:
         raise ValueError(f"n_trials: must be >= 1, got {n_trials}")

@@ -322,7 +322,8 @@ def test_sharded_backbones_are_refused():
 
 
 def test_num_processes_relaunches_through_accelerate():
-    from grasp_lora.cli import launcher_command, main
+    from grasp_lora.cli import main
+    from grasp_lora.launch import launcher_command
 
     cmd = launcher_command(["search", "demo", "x=1", "--num-processes", "4", "--quiet", "--num-processes=4"], 4, port=29555)
     i = cmd.index("accelerate.commands.launch")

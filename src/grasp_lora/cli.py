@@ -20,17 +20,16 @@ only rank 0 prints (README, "Several GPUs").
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 from grasp_lora import __version__
 from grasp_lora import distributed as dist
 from grasp_lora.config import BASELINES
+from grasp_lora.console import quiet_other_ranks, setup_logging
+from grasp_lora.launch import relaunch
 
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -345,76 +344,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     return args
 
 
-class _ConsoleHandler(logging.Handler):
-    """Messages as plain lines: info and debug on stdout (beside the command's results), warnings
-    and errors on stderr. The stream is looked up at each message, so ranks > 0, whose stdout is
-    redirected to /dev/null, stay silent."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
-            stream.write(self.format(record) + "\n")
-            stream.flush()
-        except Exception:  # noqa: BLE001 - logging must never take the command down
-            self.handleError(record)
-
-
-class _Format(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
-
-
-def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    log = logging.getLogger("grasp_lora")
-    for h in list(log.handlers):
-        if isinstance(h, _ConsoleHandler):
-            log.removeHandler(h)
-    handler = _ConsoleHandler()
-    handler.setFormatter(_Format("%(name)s: %(message)s" if verbose else "%(message)s"))
-    log.addHandler(handler)
-    log.setLevel(level)
-
-
-def strip_num_processes(argv: list[str]) -> list[str]:
-    """argv without `--num-processes N` / `--num-processes=N` (the relaunched command's own)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--num-processes":
-            skip = True
-        elif not a.startswith("--num-processes="):
-            out.append(a)
-    return out
-
-
-def launcher_command(argv: list[str], num_processes: int, port: Optional[int] = None) -> list[str]:
-    """`accelerate launch` of `python -m grasp_lora <argv>` on N processes of this machine.
-    `--multi_gpu` is accelerate's torchrun path; without CUDA the ranks pick gloo on the CPU
-    (accelerate's own `--cpu` launcher starts a single process unless MPI is set up)."""
-    return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
-        "--main_process_port", str(port if port is not None else dist.free_port()),
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "grasp_lora", *strip_num_processes(argv),
-    ]
-
-
-def relaunch(argv: list[str], num_processes: int) -> int:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")  # N processes on one machine: no thread oversubscription
-    return subprocess.call(launcher_command(argv, num_processes), env=env)
-
-
-def _quiet_other_ranks() -> None:
-    # One copy of the command's output: ranks > 0 print nothing (errors still go to stderr).
-    if not dist.is_main():
-        sys.stdout = open(os.devnull, "w")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -428,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         return relaunch(raw, n)
     setup_logging(args.quiet, args.verbose)
     dist.init()  # joins the process group under a launcher (before any model is loaded)
-    _quiet_other_ranks()
+    quiet_other_ranks()
     from grasp_lora import tracking
 
     try:

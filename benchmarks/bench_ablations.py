@@ -87,7 +87,7 @@ def rule_variant(parent, cfg, root: Path, seeds: list[int], fixed: dict[int, dic
             continue
         final_dir = exp.seed_dir(s) / "final"
         if not manifest_complete(final_dir):
-            exp._merged_run(seed_config(exp.cfg, s), final_dir, ratio=p_bt, kind="final")
+            exp.merged_run(seed_config(exp.cfg, s), final_dir, ratio=p_bt, kind="final")
         f = read_json(final_dir / "result.json")
         rec = {"p_star": p_bt, "rule": "best_trial", "same_ratio_as_final_rule": False, "final_s": f["wall_clock_s"],
                "val_loss": f["best_val_loss"], "real_sparsity": f["real_sparsity"]}

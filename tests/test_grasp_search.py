@@ -66,8 +66,7 @@ def test_one_controller_run_is_shared_by_every_seed_and_the_grid_selects_one_rat
     from grasp_lora.io import read_json
 
     cfg = replace(exp.cfg, pipeline=replace(exp.cfg.pipeline, seeds=[42, 7]))
-    two = Experiment(cfg, root=exp.root, progress=False, log=lambda _: None)
-    two._base, two._tokenizer = exp._base, exp._tokenizer
+    two = Experiment(cfg, root=exp.root, progress=False, log=lambda _: None, base=exp.base)
     two.grasp()
     two.final()
     two.grid()

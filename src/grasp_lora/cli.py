@@ -30,6 +30,7 @@ from grasp_lora import distributed as dist
 from grasp_lora.config import BASELINES
 from grasp_lora.console import quiet_other_ranks, setup_logging
 from grasp_lora.launch import relaunch
+from grasp_lora.pipeline import STAGES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -117,15 +118,16 @@ def cmd_search(args) -> int:
             from grasp_lora.io import read_json
 
             for seed in exp.cfg.pipeline.seeds:
-                s = read_json(exp.seed_dir(seed) / "grid" / "summary.json")
-                print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f}  ({exp.seed_dir(seed) / 'grid'})")
+                grid_dir = exp.layout.grid_dir(seed)
+                s = read_json(grid_dir / "summary.json")
+                print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f}  ({grid_dir})")
             sel = read_json(exp.grid_summary_path)
             print(f"selected ratio over seeds {sel['seeds']}: {sel['selected_ratio']:.2f}  ({exp.grid_summary_path})")
     elif args.method == "optuna":
         budget = None if args.budget_minutes is None else 60 * args.budget_minutes
         for seed, res in exp.optuna(n_trials=args.trials, budget_s=budget).items():
             print(f"seed {seed}: Optuna best ratio = {res['best_ratio']:.4f} over {len(res['trials'])} trials "
-                  f"({exp.seed_dir(seed) / 'optuna'})")
+                  f"({exp.layout.optuna_dir(seed)})")
     return 0
 
 
@@ -145,7 +147,7 @@ def cmd_finetune(args) -> int:
     if args.ratio is None:
         exp.final()
         for seed in exp.cfg.pipeline.seeds:
-            print(f"seed {seed}: GRASP adapter at {exp.seed_dir(seed) / 'final' / 'adapter'}")
+            print(f"seed {seed}: GRASP adapter at {exp.layout.final_dir(seed) / 'adapter'}")
         return 0
     if not 0 <= args.ratio < 1:
         raise ValueError(f"--ratio {args.ratio}: a prune ratio must be in [0, 1)")
@@ -153,7 +155,7 @@ def cmd_finetune(args) -> int:
 
     seed = exp.cfg.pipeline.seeds[0]
     out = Path(args.out) if args.out else exp.seed_dir(seed) / f"finetune_{args.ratio:.4f}"
-    res = exp._merged_run(seed_config(exp.cfg, seed), out, ratio=args.ratio, kind="final")
+    res = exp.merged_run(seed_config(exp.cfg, seed), out, ratio=args.ratio, kind="final")
     print(f"final adapter (ratio {args.ratio}, real sparsity {res['real_sparsity']:.3f}) at {out / 'adapter'}")
     return 0
 
@@ -162,11 +164,17 @@ def cmd_baseline(args) -> int:
     exp = _experiment(args)
     exp.prepare()
     exp.adapters()
+    from grasp_lora import stages
+
     name = args.name
-    if name in ("ties", "lorahub", "adaptive_merge"):
-        getattr(exp, name)()
-    elif name == "grid_best":
-        exp.grid()
+    build = {  # zero_shot and target_lora need nothing beyond the adapters
+        "ties": lambda: stages.ties(exp, exp.source_target_adapters),
+        "lorahub": lambda: stages.lorahub(exp, exp.source_target_adapters),
+        "adaptive_merge": lambda: stages.adaptive_merge(exp, exp.merged_run),
+        "grid_best": exp.grid,
+    }
+    if name in build:
+        build[name]()
     if args.evaluate:
         wanted = [s for s, spec in exp.systems().items() if spec["family"] == name]
         exp.evaluate(only_systems=wanted)
@@ -179,17 +187,14 @@ def cmd_baseline(args) -> int:
 
 def cmd_generate(args) -> int:
     exp = _experiment(args)
-    from grasp_lora.evaluation.generate import generate_predictions
     from grasp_lora.evaluation.run import with_adapter
+    from grasp_lora.systems import generate
 
-    lang = exp.cfg.data.target_lang
-    rows = exp.rows(lang, args.split)
+    rows = exp.rows(exp.cfg.data.target_lang, args.split)
     model, tok = exp.base_model()
     model = with_adapter(model, args.adapter)
     out = Path(args.out)
-    generate_predictions(model, tok, exp.cfg.data.task, lang, rows, out, batch_size=exp.cfg.generation.batch_size,
-                         max_new_tokens=exp.cfg.generation.max_new_tokens,
-                         max_total=exp.cfg.data.max_total_generation, progress=exp.progress, shard=True)
+    generate(exp, model, tok, rows, out)
     print(f"predictions written to {out}")
     return 0
 
@@ -304,8 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "micro_dev", "test"])
     p.add_argument("--out", help="metrics.json path (default: next to the predictions)")
     p = recipe_cmd("pipeline", "run a whole experiment (resumable)", cmd_pipeline)
-    from grasp_lora.pipeline import STAGES
-
     p.add_argument("--only", choices=STAGES, help="run only this stage")
     p.add_argument("--from", dest="start", choices=STAGES, help="run from this stage on")
     recipe_cmd("demo", "the CPU demo: embedded Gemma 3 270M on the bundled data (= pipeline demo)", cmd_demo, recipe=False)

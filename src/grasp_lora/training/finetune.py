@@ -15,10 +15,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from grasp_lora.config import Config
 from grasp_lora.io import Timer, write_json, write_manifest
+
+
+class TrainAtRatio(Protocol):
+    """Train at a ratio: one merged fine-tune of a run's adapters pruned at `ratio` (None: not
+    pruned) into `out`, returning `merged_finetune`'s summary. What the searches (grid points,
+    Optuna trials) and the final run are given instead of the run itself; the pipeline's is
+    `stages.StageContext.merged_run`."""
+
+    def __call__(self, cfg: Config, out: Path, *, ratio: float | None, kind: str,
+                 hooks: Sequence = ()) -> dict[str, Any]: ...
 
 
 def attach_fixed_ratio_pruner(model, groups, ratio: float, cfg: Config, train_set: list[dict]):

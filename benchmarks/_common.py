@@ -178,8 +178,7 @@ def child_experiment(parent, cfg, root: str | Path, fresh: bool = True):
         link = root / name
         if not link.exists():
             link.symlink_to((parent.root / name).resolve(), target_is_directory=True)
-    exp = Experiment(cfg, root=root, progress=parent.progress, log=parent.log)
-    exp._base, exp._tokenizer = parent._base, parent._tokenizer
+    exp = Experiment(cfg, root=root, progress=parent.progress, log=parent.log, base=parent.base)
     save_config(cfg, root / "config.yaml")
     return exp
 
@@ -187,7 +186,7 @@ def child_experiment(parent, cfg, root: str | Path, fresh: bool = True):
 def encode_rows(exp, cfg, rows: list[dict]) -> list[dict]:
     from grasp_lora.data.tokenize import encode_for_training
 
-    _, tok = exp._base, exp._tokenizer
+    tok = exp.base.tokenizer
     return [encode_for_training(tok, cfg.data.task, cfg.data.target_lang, r, cfg.data.max_length) for r in rows]
 
 

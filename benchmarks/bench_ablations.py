@@ -75,7 +75,7 @@ def rule_variant(parent, cfg, root: Path, seeds: list[int], fixed: dict[int, dic
     """Final runs at the best_trial p* of the fixed controller runs (reusing final-rule results
     when both rules give the same ratio)."""
     from grasp_lora.io import manifest_complete, read_json
-    from grasp_lora.pipeline import seed_config
+    from grasp_lora.config import seed_config
 
     exp = C.child_experiment(parent, replace(cfg, controller=replace(cfg.controller, p_star_rule="best_trial")),
                              root, fresh=False)
@@ -87,7 +87,7 @@ def rule_variant(parent, cfg, root: Path, seeds: list[int], fixed: dict[int, dic
             continue
         final_dir = exp.seed_dir(s) / "final"
         if not manifest_complete(final_dir):
-            exp._merged_run(seed_config(exp.cfg, s), final_dir, ratio=p_bt, kind="final")
+            exp.merged_run(seed_config(exp.cfg, s), final_dir, ratio=p_bt, kind="final")
         f = read_json(final_dir / "result.json")
         rec = {"p_star": p_bt, "rule": "best_trial", "same_ratio_as_final_rule": False, "final_s": f["wall_clock_s"],
                "val_loss": f["best_val_loss"], "real_sparsity": f["real_sparsity"]}
@@ -104,7 +104,7 @@ def importance_variant(parent, cfg, root: Path, seeds: list[int], fixed: dict[in
 
     from grasp_lora.evaluation.run import evaluate_system
     from grasp_lora.io import read_json, write_json
-    from grasp_lora.pipeline import seed_config
+    from grasp_lora.config import seed_config
     from grasp_lora.pruning.masks import mask_agreement
 
     exp = C.child_experiment(parent, cfg, root, fresh=False)

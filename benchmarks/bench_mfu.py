@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     text = C.print_table(["workload", "train tok", "train head", "no-grad tok", "no-grad head", "GFLOP", "seconds",
                           "GFLOP/s", "MFU"], rows)
-    dims = C.model_dims(exp._base)
+    dims = C.model_dims(exp.base.master)
     print(f"\npeak (dense fp32 matmul) {peak / 1e9:.1f} GFLOP/s; N = {dims['non_embedding_params']:,}, "
           f"d = {dims['d_model']}, V = {dims['vocab']:,}")
     print(f"training FLOPs = {C.FLOP_FORMULAS['training']}; no-grad forward FLOPs = {C.FLOP_FORMULAS['forward']}")

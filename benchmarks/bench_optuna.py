@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     C.setup(args)
 
     from grasp_lora.io import read_json
+    from grasp_lora.config import seed_config
     from grasp_lora.search.optuna_search import run_optuna_search
 
     extra = [f"pipeline.seeds=[{args.seeds}]"] if args.seeds else []
@@ -61,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         budget = args.budget_s if args.budget_s is not None else grasp_s * args.budget_factor
         print(f"seed {seed}: GRASP {grasp_s:.1f}s; Optuna budget {budget:.1f}s")
         t0 = time.perf_counter()
-        opt = run_optuna_search(exp, seed, exp.seed_dir(seed) / "optuna", n_trials=args.max_trials, budget_s=budget,
-                                startup_trials=args.startup_trials)
+        opt = run_optuna_search(exp.merged_run, seed_config(exp.cfg, seed), exp.seed_dir(seed) / "optuna",
+                                n_trials=args.max_trials, budget_s=budget, startup_trials=args.startup_trials, log=exp.log)
         optuna_s = time.perf_counter() - t0
         g = read_json(exp.grasp_dir(seed) / "result.json")
         f = read_json(exp.seed_dir(seed) / "final" / "result.json")

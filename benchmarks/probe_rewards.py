@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args.seeds = [args.seed]
     from grasp_lora.controller.hook import LookaheadScorer, MaskedModelScorer
     from grasp_lora.io import manifest_complete, read_json
-    from grasp_lora.pipeline import controller_config
+    from grasp_lora.config import controller_config
     from grasp_lora.pruning.state import MaskState
     from grasp_lora.search.grid import point_dir
     from grasp_lora.training.finetune import setup_merged_training

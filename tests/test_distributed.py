@@ -162,7 +162,8 @@ def scenario_failures(root: Path) -> dict:
 
     from grasp_lora.config import TrainConfig
     from grasp_lora.evaluation.generate import generate_predictions
-    from grasp_lora.training.loop import mean_loss_across_processes, train
+    from grasp_lora.training.loop import train
+    from grasp_lora.training.parallel import mean_loss_across_processes
 
     me = dist.rank()
     train_set, val_set = overfit_data(6, 2)
@@ -292,7 +293,7 @@ def assert_same_tensors(a: list[torch.Tensor], b: list[torch.Tensor], atol: floa
 
 # ---- unit level: the loop, the pruner, the controller ------------------------------------------
 def test_micro_batches_are_shared_out_whole_and_in_order():
-    from grasp_lora.training.loop import global_batches, local_part
+    from grasp_lora.training.parallel import global_batches, local_part
 
     order = [7, 3, 9, 0, 4, 8, 1, 6, 2]
     batches = global_batches(order, batch_size=2, world=2)
@@ -311,17 +312,18 @@ def test_sharded_backbones_are_refused():
 
     from accelerate.utils import DistributedType
 
-    from grasp_lora.training.loop import _check_distributed_type
+    from grasp_lora.training.parallel import check_distributed_type
 
     for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         with pytest.raises(ValueError, match="data parallelism only"):
-            _check_distributed_type(SimpleNamespace(distributed_type=kind))
+            check_distributed_type(SimpleNamespace(distributed_type=kind))
     for kind in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
-        _check_distributed_type(SimpleNamespace(distributed_type=kind))
+        check_distributed_type(SimpleNamespace(distributed_type=kind))
 
 
 def test_num_processes_relaunches_through_accelerate():
-    from grasp_lora.cli import launcher_command, main
+    from grasp_lora.cli import main
+    from grasp_lora.launch import launcher_command
 
     cmd = launcher_command(["search", "demo", "x=1", "--num-processes", "4", "--quiet", "--num-processes=4"], 4, port=29555)
     i = cmd.index("accelerate.commands.launch")

@@ -66,8 +66,7 @@ def test_one_controller_run_is_shared_by_every_seed_and_the_grid_selects_one_rat
     from grasp_lora.io import read_json
 
     cfg = replace(exp.cfg, pipeline=replace(exp.cfg.pipeline, seeds=[42, 7]))
-    two = Experiment(cfg, root=exp.root, progress=False, log=lambda _: None)
-    two._base, two._tokenizer = exp._base, exp._tokenizer
+    two = Experiment(cfg, root=exp.root, progress=False, log=lambda _: None, base=exp.base)
     two.grasp()
     two.final()
     two.grid()
@@ -94,7 +93,7 @@ def test_one_controller_run_is_shared_by_every_seed_and_the_grid_selects_one_rat
 
 
 def test_per_seed_controllers_stay_available(exp):
-    from grasp_lora.pipeline import controller_config
+    from grasp_lora.config import controller_config
 
     cfg = replace(exp.cfg, pipeline=replace(exp.cfg.pipeline, seeds=[42, 7], controller_per_seed=True))
     per_seed = Experiment(cfg, root=exp.root / "per_seed", progress=False, log=lambda _: None)

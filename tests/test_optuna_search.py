@@ -9,14 +9,13 @@ from types import SimpleNamespace
 import pytest
 
 from grasp_lora.cli import resolve_recipe
-from grasp_lora.config import load_config
+from grasp_lora.config import load_config, seed_config
 from grasp_lora.io import manifest_complete, read_json
-from grasp_lora.pipeline import Experiment, seed_config
+from grasp_lora.pipeline import Experiment
 from grasp_lora.search.optuna_search import (
     STUDY_NAME,
     EpochReporter,
     OptunaNotInstalledError,
-    _run_trial,
     run_optuna_search,
     trial_dir,
 )
@@ -33,13 +32,18 @@ def exp(tmp_path_factory):
     return e
 
 
+def search(exp, seed, out, **kwargs):
+    """The search of one seed, trained by the experiment's merged runs (as `Experiment.optuna`)."""
+    return run_optuna_search(exp.merged_run, seed_config(exp.cfg, seed), out, **kwargs)
+
+
 def _records(res):
     return [(t["number"], t["state"], t["ratio"], t["value"]) for t in res["trials"]]
 
 
 def test_search_writes_results_and_resumes_without_redoing_trials(exp, tmp_path):
     out = tmp_path / "optuna"
-    first = run_optuna_search(exp, 42, out, n_trials=2)
+    first = search(exp, 42, out, n_trials=2)
     assert first["n_finished"] == 2 and first["trials_run_this_call"] == 2 and first["stopped_by"] == "n_trials"
     c = exp.cfg.controller
     for t in first["trials"]:
@@ -56,15 +60,15 @@ def test_search_writes_results_and_resumes_without_redoing_trials(exp, tmp_path)
     stamps = {t["number"]: (Path(t["dir"]) / "result.json").stat().st_mtime_ns for t in first["trials"]}
 
     # Already enough finished trials: nothing runs.
-    again = run_optuna_search(exp, 42, out, n_trials=2)
+    again = search(exp, 42, out, n_trials=2)
     assert again["trials_run_this_call"] == 0 and _records(again) == _records(first)
 
     # A budget that is already spent starts nothing either (a study with finished trials).
-    broke = run_optuna_search(exp, 42, out, n_trials=5, budget_s=1e-9)
+    broke = search(exp, 42, out, n_trials=5, budget_s=1e-9)
     assert broke["trials_run_this_call"] == 0 and broke["stopped_by"] == "budget"
 
     # More trials: only the missing one runs; the finished ones are kept as they were.
-    more = run_optuna_search(exp, 42, out, n_trials=3)
+    more = search(exp, 42, out, n_trials=3)
     assert more["trials_run_this_call"] == 1 and more["n_finished"] == 3
     assert _records(more)[:2] == _records(first)
     for number, stamp in stamps.items():
@@ -72,7 +76,7 @@ def test_search_writes_results_and_resumes_without_redoing_trials(exp, tmp_path)
 
 
 def test_budget_still_runs_one_trial_on_a_new_study(exp, tmp_path):
-    res = run_optuna_search(exp, 42, tmp_path / "optuna", n_trials=4, budget_s=1e-9)
+    res = search(exp, 42, tmp_path / "optuna", n_trials=4, budget_s=1e-9)
     assert res["trials_run_this_call"] == 1 and res["n_finished"] == 1 and res["stopped_by"] == "budget"
 
 
@@ -86,7 +90,7 @@ def test_interrupted_trial_is_failed_and_its_ratio_retried(exp, tmp_path):
     dead.suggest_float("ratio", 0.1, 0.8)
     ratio = dead.params["ratio"]
     trial_dir(out, dead.number).mkdir()
-    res = run_optuna_search(exp, 42, out, n_trials=1)
+    res = search(exp, 42, out, n_trials=1)
     states = {t["number"]: t for t in res["trials"]}
     assert states[dead.number]["state"] == "fail" and not trial_dir(out, dead.number).exists()
     retried = [t for t in res["trials"] if t["state"] in ("complete", "pruned")]
@@ -95,9 +99,9 @@ def test_interrupted_trial_is_failed_and_its_ratio_retried(exp, tmp_path):
 
 def test_other_recipe_on_the_same_study_is_refused(exp, tmp_path):
     out = tmp_path / "optuna"
-    run_optuna_search(exp, 42, out, n_trials=1)
+    search(exp, 42, out, n_trials=1)
     with pytest.raises(ValueError, match="another recipe or seed"):
-        run_optuna_search(exp, 7, out, n_trials=2)
+        search(exp, 7, out, n_trials=2)
 
 
 class _FakeTrial:
@@ -129,16 +133,17 @@ def test_pruned_trial_stops_training_after_that_epoch(exp, tmp_path):
     assert cfg.train.epochs == 2
     trial = _FakeTrial(prune_at=1)
     hook = EpochReporter(trial)
-    res = _run_trial(exp, cfg, tmp_path / "trial", 0.5, hook)
+    res = exp.merged_run(cfg, tmp_path / "trial", ratio=0.5, kind="optuna_trial", hooks=[hook])
     assert hook.pruned_at == 1 and len(res["epochs"]) == 1 and [s for s, _ in trial.reports] == [1]
-    full = _run_trial(exp, cfg, tmp_path / "full", 0.5, EpochReporter(_FakeTrial(prune_at=None)))
+    full = exp.merged_run(cfg, tmp_path / "full", ratio=0.5, kind="optuna_trial",
+                          hooks=[EpochReporter(_FakeTrial(prune_at=None))])
     assert len(full["epochs"]) == 2
 
 
 def test_missing_optuna_is_one_clear_line(exp, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
     with pytest.raises(OptunaNotInstalledError) as e:
-        run_optuna_search(exp, 42, tmp_path / "optuna", n_trials=1)
+        search(exp, 42, tmp_path / "optuna", n_trials=1)
     msg = str(e.value)
     assert "pip install 'grasp-lora[optuna]'" in msg and "\n" not in msg
     assert isinstance(e.value, ValueError)  # the CLI prints such errors as one line

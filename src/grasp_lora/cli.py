@@ -20,16 +20,17 @@ only rank 0 prints (README, "Several GPUs").
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 from grasp_lora import __version__
 from grasp_lora import distributed as dist
+from grasp_lora.config import BASELINES
+from grasp_lora.console import quiet_other_ranks, setup_logging
+from grasp_lora.launch import relaunch
+from grasp_lora.pipeline import STAGES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -117,15 +118,16 @@ def cmd_search(args) -> int:
             from grasp_lora.io import read_json
 
             for seed in exp.cfg.pipeline.seeds:
-                s = read_json(exp.seed_dir(seed) / "grid" / "summary.json")
-                print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f}  ({exp.seed_dir(seed) / 'grid'})")
+                grid_dir = exp.layout.grid_dir(seed)
+                s = read_json(grid_dir / "summary.json")
+                print(f"seed {seed}: grid best ratio = {s['best_ratio']:.2f}  ({grid_dir})")
             sel = read_json(exp.grid_summary_path)
             print(f"selected ratio over seeds {sel['seeds']}: {sel['selected_ratio']:.2f}  ({exp.grid_summary_path})")
     elif args.method == "optuna":
         budget = None if args.budget_minutes is None else 60 * args.budget_minutes
         for seed, res in exp.optuna(n_trials=args.trials, budget_s=budget).items():
             print(f"seed {seed}: Optuna best ratio = {res['best_ratio']:.4f} over {len(res['trials'])} trials "
-                  f"({exp.seed_dir(seed) / 'optuna'})")
+                  f"({exp.layout.optuna_dir(seed)})")
     return 0
 
 
@@ -145,15 +147,15 @@ def cmd_finetune(args) -> int:
     if args.ratio is None:
         exp.final()
         for seed in exp.cfg.pipeline.seeds:
-            print(f"seed {seed}: GRASP adapter at {exp.seed_dir(seed) / 'final' / 'adapter'}")
+            print(f"seed {seed}: GRASP adapter at {exp.layout.final_dir(seed) / 'adapter'}")
         return 0
     if not 0 <= args.ratio < 1:
         raise ValueError(f"--ratio {args.ratio}: a prune ratio must be in [0, 1)")
-    from grasp_lora.pipeline import seed_config
+    from grasp_lora.config import seed_config
 
     seed = exp.cfg.pipeline.seeds[0]
     out = Path(args.out) if args.out else exp.seed_dir(seed) / f"finetune_{args.ratio:.4f}"
-    res = exp._merged_run(seed_config(exp.cfg, seed), out, ratio=args.ratio, kind="final")
+    res = exp.merged_run(seed_config(exp.cfg, seed), out, ratio=args.ratio, kind="final")
     print(f"final adapter (ratio {args.ratio}, real sparsity {res['real_sparsity']:.3f}) at {out / 'adapter'}")
     return 0
 
@@ -162,11 +164,17 @@ def cmd_baseline(args) -> int:
     exp = _experiment(args)
     exp.prepare()
     exp.adapters()
+    from grasp_lora import stages
+
     name = args.name
-    if name in ("ties", "lorahub", "adaptive_merge"):
-        getattr(exp, name)()
-    elif name == "grid_best":
-        exp.grid()
+    build = {  # zero_shot and target_lora need nothing beyond the adapters
+        "ties": lambda: stages.ties(exp, exp.source_target_adapters),
+        "lorahub": lambda: stages.lorahub(exp, exp.source_target_adapters),
+        "adaptive_merge": lambda: stages.adaptive_merge(exp, exp.merged_run),
+        "grid_best": exp.grid,
+    }
+    if name in build:
+        build[name]()
     if args.evaluate:
         wanted = [s for s, spec in exp.systems().items() if spec["family"] == name]
         exp.evaluate(only_systems=wanted)
@@ -179,17 +187,14 @@ def cmd_baseline(args) -> int:
 
 def cmd_generate(args) -> int:
     exp = _experiment(args)
-    from grasp_lora.evaluation.generate import generate_predictions
     from grasp_lora.evaluation.run import with_adapter
+    from grasp_lora.systems import generate
 
-    lang = exp.cfg.data.target_lang
-    rows = exp.rows(lang, args.split)
+    rows = exp.rows(exp.cfg.data.target_lang, args.split)
     model, tok = exp.base_model()
     model = with_adapter(model, args.adapter)
     out = Path(args.out)
-    generate_predictions(model, tok, exp.cfg.data.task, lang, rows, out, batch_size=exp.cfg.generation.batch_size,
-                         max_new_tokens=exp.cfg.generation.max_new_tokens,
-                         max_total=exp.cfg.data.max_total_generation, progress=exp.progress, shard=True)
+    generate(exp, model, tok, rows, out)
     print(f"predictions written to {out}")
     return 0
 
@@ -293,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help="prune ratio in [0, 1) (default: p* of the grasp search)")
     p.add_argument("--out", help="output folder (with --ratio)")
     p = recipe_cmd("baseline", "build (and with --evaluate, score) one baseline", cmd_baseline, before_recipe=(
-        "name", dict(choices=["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"])))
+        "name", dict(choices=BASELINES)))
     p.add_argument("--evaluate", action="store_true", help="also generate and evaluate it on the test split")
     p = recipe_cmd("generate", "greedy predictions of a model (+ optional PEFT adapter) as JSONL", cmd_generate)
     p.add_argument("--adapter", help="PEFT adapter folder (default: the base model, zero-shot)")
@@ -304,8 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "micro_dev", "test"])
     p.add_argument("--out", help="metrics.json path (default: next to the predictions)")
     p = recipe_cmd("pipeline", "run a whole experiment (resumable)", cmd_pipeline)
-    from grasp_lora.pipeline import STAGES
-
     p.add_argument("--only", choices=STAGES, help="run only this stage")
     p.add_argument("--from", dest="start", choices=STAGES, help="run from this stage on")
     recipe_cmd("demo", "the CPU demo: embedded Gemma 3 270M on the bundled data (= pipeline demo)", cmd_demo, recipe=False)
@@ -344,76 +347,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     return args
 
 
-class _ConsoleHandler(logging.Handler):
-    """Messages as plain lines: info and debug on stdout (beside the command's results), warnings
-    and errors on stderr. The stream is looked up at each message, so ranks > 0, whose stdout is
-    redirected to /dev/null, stay silent."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
-            stream.write(self.format(record) + "\n")
-            stream.flush()
-        except Exception:  # noqa: BLE001 - logging must never take the command down
-            self.handleError(record)
-
-
-class _Format(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
-
-
-def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    log = logging.getLogger("grasp_lora")
-    for h in list(log.handlers):
-        if isinstance(h, _ConsoleHandler):
-            log.removeHandler(h)
-    handler = _ConsoleHandler()
-    handler.setFormatter(_Format("%(name)s: %(message)s" if verbose else "%(message)s"))
-    log.addHandler(handler)
-    log.setLevel(level)
-
-
-def strip_num_processes(argv: list[str]) -> list[str]:
-    """argv without `--num-processes N` / `--num-processes=N` (the relaunched command's own)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--num-processes":
-            skip = True
-        elif not a.startswith("--num-processes="):
-            out.append(a)
-    return out
-
-
-def launcher_command(argv: list[str], num_processes: int, port: Optional[int] = None) -> list[str]:
-    """`accelerate launch` of `python -m grasp_lora <argv>` on N processes of this machine.
-    `--multi_gpu` is accelerate's torchrun path; without CUDA the ranks pick gloo on the CPU
-    (accelerate's own `--cpu` launcher starts a single process unless MPI is set up)."""
-    return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
-        "--main_process_port", str(port if port is not None else dist.free_port()),
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "grasp_lora", *strip_num_processes(argv),
-    ]
-
-
-def relaunch(argv: list[str], num_processes: int) -> int:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")  # N processes on one machine: no thread oversubscription
-    return subprocess.call(launcher_command(argv, num_processes), env=env)
-
-
-def _quiet_other_ranks() -> None:
-    # One copy of the command's output: ranks > 0 print nothing (errors still go to stderr).
-    if not dist.is_main():
-        sys.stdout = open(os.devnull, "w")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -427,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         return relaunch(raw, n)
     setup_logging(args.quiet, args.verbose)
     dist.init()  # joins the process group under a launcher (before any model is loaded)
-    _quiet_other_ranks()
+    quiet_other_ranks()
     from grasp_lora import tracking
 
     try:

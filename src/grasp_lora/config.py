@@ -7,20 +7,15 @@ Every default here is the paper's setting (SPEC.md); `configs/demo.yaml` scales 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A recipe or override is wrong; the message names the key and what is expected."""
+from grasp_lora.config_parsing import ConfigError, build, has_field, merge, nested, parse_override
 
 
 @dataclass
@@ -29,10 +24,6 @@ class SplitSizes:
     val: int = 50
     micro_dev: int = 16
     test: int = 100
-
-
-def _source_sizes() -> dict[str, SplitSizes]:
-    return {}
 
 
 @dataclass
@@ -174,6 +165,10 @@ class TiesConfig:
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
 
 
+# Every system the report compares GRASP with (`pipeline.baselines`, `grasp-lora baseline NAME`).
+BASELINES = ("zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best")
+
+
 @dataclass
 class PipelineConfig:
     output_dir: str = "runs/experiment"
@@ -181,9 +176,7 @@ class PipelineConfig:
     # false: the paper's protocol (one controller run, seeded by controller.seed, then a final run
     # per seed at its p*); true: a controller run per seed (variance studies).
     controller_per_seed: bool = False
-    baselines: list[str] = field(
-        default_factory=lambda: ["zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"]
-    )
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
 
 
 @dataclass
@@ -210,115 +203,17 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# Building dataclasses from plain data, with errors that name the key.
+def seed_config(cfg: Config, seed: int) -> Config:
+    """The config of one seed of a seed sweep (final runs, grid points): training draws from that seed."""
+    return replace(cfg, train=replace(cfg.train, seed=seed))
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        non_none = [a for a in args if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, non_none[0], key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return {k: _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    for key in data:
-        if key not in names:
-            where = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(f"unknown key '{where}' (known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in data:
-            where = f"{prefix}.{f.name}" if prefix else f.name
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], where)
-    return cls(**kwargs)
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`train.lr=3e-4` -> (["train", "lr"], 3e-4). Values are parsed as YAML scalars/lists."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}': expected KEY=VALUE, for example train.lr=3e-4")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override '{text}': empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def _nested(path: list[str], value: Any) -> dict[str, Any]:
-    out: Any = value
-    for part in reversed(path):
-        out = {part: out}
-    return out
-
-
-def _is_dataclass_field(cls: type, path: list[str]) -> bool:
-    hints = typing.get_type_hints(cls)
-    tp = hints.get(path[0])
-    if tp is None:
-        return False
-    if len(path) == 1:
-        return True
-    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-    inner = args[0]
-    return dataclasses.is_dataclass(inner) and _is_dataclass_field(inner, path[1:])
+def controller_config(cfg: Config, seed: int | None = None) -> Config:
+    """The config of a controller run. The paper's protocol (seed None): one run, seeded by
+    controller.seed for both the controller's generator and the training order. Per-seed
+    controllers (`pipeline.controller_per_seed`): both from `seed`."""
+    s = cfg.controller.seed if seed is None else seed
+    return replace(cfg, train=replace(cfg.train, seed=s), controller=replace(cfg.controller, seed=s))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -338,7 +233,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{p}: a recipe must be a YAML mapping of sections")
         data = loaded
     try:
-        cfg = _build(Config, data)
+        cfg = build(Config, data)
     except ConfigError as e:
         if path is not None:
             raise ConfigError(f"{path}: {e}") from None
@@ -348,11 +243,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     applied: list[tuple[str, str]] = []
     for text in overrides or []:
         keys, value = parse_override(text)
-        if not _is_dataclass_field(Config, keys):
+        if not has_field(Config, keys):
             raise ConfigError(f"override '{text}': unknown key '{'.'.join(keys)}'")
-        data = _merge(data, _nested(keys, value))
+        data = merge(data, nested(keys, value))
         try:
-            cfg = _build(Config, data)
+            cfg = build(Config, data)
         except ConfigError as e:
             raise ConfigError(f"override '{text}': {e}") from None
         applied.append((".".join(keys), text))
@@ -373,12 +268,6 @@ def _override_named_in(message: str, applied: list[tuple[str, str]]) -> Optional
         if any(n == key or n.startswith(key + ".") or key.startswith(n + ".") for n in named):
             return text
     return None
-
-
-def config_from_dict(data: dict[str, Any]) -> Config:
-    cfg = _build(Config, data)
-    validate(cfg)
-    return cfg
 
 
 def _check(cond: bool, message: str) -> None:
@@ -467,9 +356,8 @@ def validate(cfg: Config) -> None:
     _check(0 < cfg.ties.density <= 1, "ties.density: must be in (0, 1]")
     p = cfg.pipeline
     _check(len(p.seeds) >= 1, "pipeline.seeds: must list at least one seed")
-    known = {"zero_shot", "target_lora", "ties", "lorahub", "adaptive_merge", "grid_best"}
     for b in p.baselines:
-        _check(b in known, f"pipeline.baselines: unknown baseline {b!r} (known: {', '.join(sorted(known))})")
+        _check(b in BASELINES, f"pipeline.baselines: unknown baseline {b!r} (known: {', '.join(sorted(BASELINES))})")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

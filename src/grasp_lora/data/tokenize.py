@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from grasp_lora.data.tasks import build_prompt, get_task, prompt_parts, target_text
+from grasp_lora.data.tasks import TaskSpec, get_task, prompt_parts, target_text
 
 IGNORE_INDEX = -100
 
@@ -50,20 +50,20 @@ def _eos(tokenizer: Any) -> int:
     return int(eos)
 
 
-def _fixed_too_long(task: str, lang: str, example: Mapping[str, Any], need: int, limit: int, what: str) -> TokenizeError:
-    spec = get_task(task)
+def _fixed_too_long(spec: TaskSpec, lang: str, example: Mapping[str, Any], need: int, limit: int, what: str) -> TokenizeError:
     return TokenizeError(
-        f"example {example.get('id', '?')!r} ({task}/{lang}): the prompt without its {spec.long_field} "
+        f"example {example.get('id', '?')!r} ({spec.name}/{lang}): the prompt without its {spec.long_field} "
         f"needs {need} tokens but {what} allows {limit}; raise the limit or shorten the example"
     )
 
 
-def _fit_prompt(tokenizer: Any, task: str, lang: str, example: Mapping[str, Any], budget: int) -> list[int] | None:
-    """Prompt ids (no BOS) within `budget` tokens, cutting only the long field; None if impossible."""
-    whole = _ids(tokenizer, build_prompt(task, lang, example))
+def _fit_prompt(tokenizer: Any, parts: tuple[str, str, str], budget: int) -> list[int] | None:
+    """Prompt ids (no BOS) within `budget` tokens, cutting only the long field; None if impossible.
+    `parts` is the prompt split around its long field (`tasks.prompt_parts`)."""
+    head, long_text, tail = parts
+    whole = _ids(tokenizer, head + long_text + tail)
     if len(whole) <= budget:
         return whole
-    head, long_text, tail = prompt_parts(task, lang, example)
     h, l, t = _ids(tokenizer, head), _ids(tokenizer, long_text), _ids(tokenizer, tail)
     room = budget - len(h) - len(t)
     if room < 0:
@@ -71,28 +71,30 @@ def _fit_prompt(tokenizer: Any, task: str, lang: str, example: Mapping[str, Any]
     return h + l[:room] + t
 
 
-def _fixed_prompt(tokenizer: Any, task: str, lang: str, example: Mapping[str, Any]) -> list[int]:
+def _fixed_prompt(tokenizer: Any, parts: tuple[str, str, str]) -> list[int]:
     """The prompt with its long field emptied: the shortest prompt truncation can produce."""
-    head, _, tail = prompt_parts(task, lang, example)
+    head, _, tail = parts
     return _ids(tokenizer, head) + _ids(tokenizer, tail)
 
 
 def encode_for_training(
-    tokenizer: Any, task: str, lang: str, example: Mapping[str, Any], max_length: int
+    tokenizer: Any, task: str | TaskSpec, lang: str, example: Mapping[str, Any], max_length: int
 ) -> dict[str, list[int]]:
     """{"input_ids", "labels"} for one example, at most `max_length` tokens (see module doc)."""
+    spec = get_task(task)
     bos, eos = _bos(tokenizer), _eos(tokenizer)
-    target = _ids(tokenizer, target_text(task, example))
+    target = _ids(tokenizer, target_text(spec, example))
     if not target:
         raise TokenizeError(f"example {example.get('id', '?')!r}: the target tokenizes to nothing")
-    prompt = _fit_prompt(tokenizer, task, lang, example, max_length - len(bos) - len(target) - 1)
+    parts = prompt_parts(spec, lang, example)
+    prompt = _fit_prompt(tokenizer, parts, max_length - len(bos) - len(target) - 1)
     tail = target + [eos]
     if prompt is None:
         # The target alone is too long: empty the long field and cut the target to what is left.
-        prompt = _fixed_prompt(tokenizer, task, lang, example)
+        prompt = _fixed_prompt(tokenizer, parts)
         room = max_length - len(bos) - len(prompt)
         if room < 1:
-            raise _fixed_too_long(task, lang, example, len(bos) + len(prompt) + 1, max_length,
+            raise _fixed_too_long(spec, lang, example, len(bos) + len(prompt) + 1, max_length,
                                   "data.max_length (with one target token)")
         tail = target[:room]
     input_ids = bos + prompt + tail
@@ -101,13 +103,15 @@ def encode_for_training(
 
 
 def encode_prompt(
-    tokenizer: Any, task: str, lang: str, example: Mapping[str, Any], max_prompt_tokens: int
+    tokenizer: Any, task: str | TaskSpec, lang: str, example: Mapping[str, Any], max_prompt_tokens: int
 ) -> list[int]:
     """BOS + prompt for generation, at most `max_prompt_tokens` (long field cut, cue kept)."""
+    spec = get_task(task)
     bos = _bos(tokenizer)
-    prompt = _fit_prompt(tokenizer, task, lang, example, max_prompt_tokens - len(bos))
+    parts = prompt_parts(spec, lang, example)
+    prompt = _fit_prompt(tokenizer, parts, max_prompt_tokens - len(bos))
     if prompt is None:
-        need = len(bos) + len(_fixed_prompt(tokenizer, task, lang, example))
-        raise _fixed_too_long(task, lang, example, need, max_prompt_tokens,
+        need = len(bos) + len(_fixed_prompt(tokenizer, parts))
+        raise _fixed_too_long(spec, lang, example, need, max_prompt_tokens,
                               "the prompt budget (data.max_total_generation minus max_new_tokens)")
     return bos + prompt

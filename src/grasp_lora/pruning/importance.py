@@ -59,10 +59,3 @@ def unit_rms_normalize(h: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     x = h.to(compute_dtype(h))
     return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
 
-
-def __getattr__(name: str):  # ARCHITECTURE.md lists the accumulator here; it lives in input_norms
-    if name == "InputNormAccumulator":
-        from grasp_lora.pruning.input_norms import InputNormAccumulator
-
-        return InputNormAccumulator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

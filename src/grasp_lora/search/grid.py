@@ -7,13 +7,27 @@ scheduler (`grasp-lora search --method grid --point I`) and gathered with `colle
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
+from grasp_lora.config import Config
 from grasp_lora.io import manifest_complete, read_json, write_json
+from grasp_lora.training.finetune import TrainAtRatio
 
 
 def point_dir(grid_dir: str | Path, ratio: float) -> Path:
     return Path(grid_dir) / f"point_{ratio:.4f}"
+
+
+def run_grid(train_at: TrainAtRatio, cfg: Config, grid_dir: str | Path, points: Sequence[int] | None = None, *,
+             skip: Callable[[Path, str], bool] = lambda out, what: False) -> None:
+    """Train the grid points of one seed (`cfg.train.seed`): ratio `cfg.grid.ratios[i]` for every i
+    in `points` (default: all) into `point_dir(grid_dir, ratio)`. `skip(out, what)` says whether a
+    point is finished already (the pipeline's resume check)."""
+    ratios = cfg.grid.ratios
+    for i in range(len(ratios)) if points is None else points:
+        out = point_dir(grid_dir, ratios[i])
+        if not skip(out, f"grid point {i} ratio {ratios[i]:.2f} (seed {cfg.train.seed})"):
+            train_at(cfg, out, ratio=ratios[i], kind="grid_point")
 
 
 def collect_grid(grid_dir: str | Path, ratios: list[float], select_by: str = "val_loss") -> dict[str, Any]:

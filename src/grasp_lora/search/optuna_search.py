@@ -26,23 +26,33 @@ manifest; trial i lives in <out_dir>/trial_<i>/ (adapter/, result.json, train_lo
 
 Single process: the trial hook reports to the study from the process it runs in.
 
+    from grasp_lora.config import seed_config
     from grasp_lora.search.optuna_search import run_optuna_search
-    res = run_optuna_search(exp, seed=42, out_dir=exp.seed_dir(42) / "optuna", n_trials=8)
+    res = run_optuna_search(exp.merged_run, seed_config(exp.cfg, 42), exp.seed_dir(42) / "optuna", n_trials=8)
     res["best_ratio"], res["best_adapter"]
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from grasp_lora.io import manifest_complete, write_json, write_manifest
+from grasp_lora.config import Config, config_hash
+from grasp_lora.io import write_json, write_manifest
+from grasp_lora.training.finetune import TrainAtRatio
+
+logger = logging.getLogger(__name__)
 
 STUDY_NAME = "grasp-lora-ratio"
+
+
+class OptunaSearchError(ValueError):
+    """The search could not produce a result (no validation loss, no completed trial)."""
 
 
 class OptunaNotInstalledError(ImportError, ValueError):
@@ -87,17 +97,6 @@ class EpochReporter:
             state.stop = True  # the loop ends after this epoch (best epoch still restored)
 
 
-def _run_trial(exp, cfg, out: Path, ratio: float, hook: EpochReporter) -> dict[str, Any]:
-    """One grid point at `ratio` through merged_finetune, with the epoch hook attached."""
-    from grasp_lora.training import finetune
-
-    model, tok = exp.base_model()
-    lang = cfg.data.target_lang
-    call = (cfg, model, tok, exp.source_target_adapters, exp.rows(lang, "train"), exp.rows(lang, "val"), out)
-    kwargs = dict(ratio=ratio, kind="optuna_trial", base_model_name=cfg.model.name, progress=exp.progress)
-    return finetune.merged_finetune(*call, hooks=[hook], **kwargs)
-
-
 def _duration(t) -> Optional[float]:
     if t.datetime_start is None or t.datetime_complete is None:
         return None
@@ -118,37 +117,32 @@ def _trial_record(t, out: Path) -> dict[str, Any]:
 
 
 def run_optuna_search(
-    exp,
-    seed: int,
+    train_at: TrainAtRatio,
+    cfg: Config,
     out_dir: str | Path,
     n_trials: int,
     budget_s: Optional[float] = None,
     *,
     startup_trials: int = 3,
     reduction_factor: int = 3,
+    log: Callable[[str], None] = logger.info,
 ) -> dict[str, Any]:
     """TPE + Hyperband search of the prune ratio in [controller.p_min, controller.p_max].
 
-    `exp` is a `pipeline.Experiment` whose data and adapters exist (prepare + adapters stages).
-    Returns (and writes to out_dir/result.json) the best ratio, its validation loss and adapter,
-    every trial, and why the search stopped ("n_trials" or "budget")."""
+    `cfg` is one seed's recipe (`config.seed_config`); its train.seed seeds the sampler. Each
+    trial is `train_at(cfg, trial folder, ratio=..., kind="optuna_trial", hooks=[reporter])`,
+    which needs a non-empty validation split. Returns (and writes to out_dir/result.json) the best
+    ratio, its validation loss and adapter, every trial, and why the search stopped ("n_trials"
+    or "budget")."""
     optuna = _import_optuna()
     from optuna.trial import TrialState
-
-    from grasp_lora.config import config_hash
-    from grasp_lora.pipeline import StageError, seed_config
 
     if n_trials < 1:
         raise ValueError(f"n_trials: must be >= 1, got {n_trials}")
     if budget_s is not None and budget_s <= 0:
         raise ValueError(f"budget_s: must be > 0 or None, got {budget_s}")
-    cfg = seed_config(exp.cfg, seed)
+    seed = cfg.train.seed
     c = cfg.controller
-    for d in exp.source_target_adapters:
-        if not manifest_complete(d):
-            raise StageError(f"{d}: adapter missing; run the adapters stage first (grasp-lora pipeline ... --only adapters)")
-    if not exp.rows(cfg.data.target_lang, "val"):
-        raise StageError("the Optuna search selects by validation loss: the target val split is empty")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +170,7 @@ def run_optuna_search(
         shutil.rmtree(trial_dir(out, t.number), ignore_errors=True)
         if "ratio" in t.params:
             study.enqueue_trial({"ratio": t.params["ratio"]})
-            exp.log(f"       optuna: trial {t.number} was interrupted; ratio {t.params['ratio']:.4f} re-queued")
+            log(f"       optuna: trial {t.number} was interrupted; ratio {t.params['ratio']:.4f} re-queued")
 
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
     started = time.perf_counter()
@@ -197,10 +191,10 @@ def run_optuna_search(
         trial = study.ask()
         ratio = trial.suggest_float("ratio", c.p_min, c.p_max)
         tdir = trial_dir(out, trial.number)
-        exp.log(f"[run]  optuna trial {trial.number} (seed {seed}): ratio {ratio:.4f}")
+        log(f"[run]  optuna trial {trial.number} (seed {seed}): ratio {ratio:.4f}")
         hook = EpochReporter(trial)
         try:
-            res = _run_trial(exp, cfg, tdir, ratio, hook)
+            res = train_at(cfg, tdir, ratio=ratio, kind="optuna_trial", hooks=[hook])
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
@@ -211,18 +205,18 @@ def run_optuna_search(
         if hook.pruned:
             trial.set_user_attr("pruned_at_epoch", hook.pruned_at)
             study.tell(trial, state=TrialState.PRUNED)
-            exp.log(f"       pruned after epoch {hook.pruned_at} (best val loss so far {hook.best:.4f})")
+            log(f"       pruned after epoch {hook.pruned_at} (best val loss so far {hook.best:.4f})")
         else:
             if res["best_val_loss"] is None:
                 study.tell(trial, state=TrialState.FAIL)
-                raise StageError(f"optuna trial {trial.number}: no validation loss (empty val split?)")
+                raise OptunaSearchError(f"optuna trial {trial.number}: no validation loss (empty val split?)")
             study.tell(trial, res["best_val_loss"])
-            exp.log(f"       val loss {res['best_val_loss']:.4f}")
+            log(f"       val loss {res['best_val_loss']:.4f}")
         ran += 1
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise StageError(f"{out}: no Optuna trial completed (all were pruned or failed)")
+        raise OptunaSearchError(f"{out}: no Optuna trial completed (all were pruned or failed)")
     best = study.best_trial
     trials = [_trial_record(t, out) for t in study.get_trials(deepcopy=False)]
     summary = {

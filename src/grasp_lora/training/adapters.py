@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from grasp_lora.config import Config
+from grasp_lora.data.encode import encode_rows
 from grasp_lora.io import MANIFEST, Timer, write_manifest
 from grasp_lora.training.loop import train
 
@@ -38,21 +39,6 @@ def peft_lora_config(cfg: Config, base_model_name: Optional[str] = None) -> Any:
     if base_model_name is not None:
         lora.base_model_name_or_path = base_model_name
     return lora
-
-
-def encode_rows(
-    tokenizer: Any, rows: Sequence[Mapping[str, Any]], task: str, lang: str, max_length: int
-) -> list[dict[str, list[int]]]:
-    """Encode prepared rows; rows that are already encoded (input_ids + labels) pass through."""
-    from grasp_lora.data.tokenize import encode_for_training
-
-    out = []
-    for row in rows:
-        if "input_ids" in row and "labels" in row:
-            out.append({"input_ids": list(row["input_ids"]), "labels": list(row["labels"])})
-        else:
-            out.append(encode_for_training(tokenizer, task, lang, row, max_length))
-    return out
 
 
 def _pid_alive(pid: int) -> bool:

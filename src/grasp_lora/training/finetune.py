@@ -15,10 +15,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from grasp_lora.config import Config
 from grasp_lora.io import Timer, write_json, write_manifest
+
+
+class TrainAtRatio(Protocol):
+    """Train at a ratio: one merged fine-tune of a run's adapters pruned at `ratio` (None: not
+    pruned) into `out`, returning `merged_finetune`'s summary. What the searches (grid points,
+    Optuna trials) and the final run are given instead of the run itself; the pipeline's is
+    `stages.StageContext.merged_run`."""
+
+    def __call__(self, cfg: Config, out: Path, *, ratio: float | None, kind: str,
+                 hooks: Sequence = ()) -> dict[str, Any]: ...
 
 
 def attach_fixed_ratio_pruner(model, groups, ratio: float, cfg: Config, train_set: list[dict]):
@@ -27,7 +37,7 @@ def attach_fixed_ratio_pruner(model, groups, ratio: float, cfg: Config, train_se
     from grasp_lora.distributed import reduce_sum_fn
     from grasp_lora.pruning.input_norms import InputNormAccumulator, LayerInputHooks, find_decoder_layers
     from grasp_lora.pruning.pruner import FixedRatioPruner, FullPassNorms, TrainForwardNorms
-    from grasp_lora.training.loop import _shard
+    from grasp_lora.training.parallel import shard
     from grasp_lora.training.loss import per_example_losses
 
     # mask_source: padding must not count in the norms (SPEC 4: non-padding tokens), and with it
@@ -37,11 +47,11 @@ def attach_fixed_ratio_pruner(model, groups, ratio: float, cfg: Config, train_se
     if cfg.prune.importance_inputs == "train_forward":
         source = TrainForwardNorms(hooks, reduce_sum)
     else:
-        shard = _shard(train_set)  # this process's part; the statistics are summed afterwards
+        part = shard(train_set)  # this process's part; the statistics are summed afterwards
 
         # The authors' statistic: an extra no-grad forward over the whole training set per step.
         def full_pass() -> None:
-            per_example_losses(model, shard, cfg.train.eval_batch_size, targets_only=True)
+            per_example_losses(model, part, cfg.train.eval_batch_size, targets_only=True)
 
         source = FullPassNorms(hooks, full_pass, reduce_sum)
     at_least_one = cfg.controller.fidelity == "authors"
@@ -54,7 +64,7 @@ def setup_merged_training(cfg: Config, model, tokenizer, adapter_dirs: Sequence[
     import torch
 
     from grasp_lora.models.merged import factor_groups, merge_adapters
-    from grasp_lora.training.adapters import encode_rows
+    from grasp_lora.data.encode import encode_rows
 
     torch.manual_seed(cfg.train.seed)
     info = merge_adapters(model, [str(d) for d in adapter_dirs], scaling=cfg.merge.scaling)

@@ -26,7 +26,8 @@ without an example, and that rank must still take part). Validation losses are s
 shards, so every process takes the same early-stopping decision from the same number; hooks run
 on every process and see identical weights. Logging and the progress bar are rank 0's. A rank
 that fails inside a step raises its error and sends a flag through that step's all-reduce, so the
-others raise too instead of waiting (grasp_lora.distributed).
+others raise too instead of waiting (grasp_lora.distributed). The shares, the sums and the
+sharded scoring are in grasp_lora.training.parallel.
 """
 
 from __future__ import annotations
@@ -45,7 +46,16 @@ from grasp_lora import distributed as dist
 from grasp_lora import tracking
 from grasp_lora.config import TrainConfig
 from grasp_lora.io import Timer, append_jsonl
-from grasp_lora.training.loss import IGNORE, collate, lm_loss, pad_id_of, per_example_losses
+from grasp_lora.training.loss import collate, lm_loss, pad_id_of
+from grasp_lora.training.parallel import (
+    check_distributed_type,
+    global_batches,
+    local_part,
+    mean_loss_across_processes,
+    place,
+    sync_window,
+    target_token_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,83 +109,15 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
-def _make_accelerator(grad_accum: int = 1) -> Any:
-    from grasp_lora.distributed import get_accelerator
-
-    return get_accelerator()
-
-
-def _shard(examples: Sequence[Any], accelerator: Any = None) -> Sequence[Any]:
-    """This process's share of an evaluation set (every n-th example)."""
-    n = dist.world_size()
-    return examples if n == 1 else examples[dist.rank() :: n]
-
-
-def mean_loss_across_processes(
-    model: torch.nn.Module, examples: Sequence[dict[str, Any]], batch_size: int, accelerator: Any = None
-) -> float:
-    """Mean over all examples of the per-example loss; each process scores its shard and the sums
-    are all-reduced, so every process returns the same number. A failure flag rides along in the
-    all-reduce: a process that failed (out of memory, say) fails every process here."""
-    if dist.world_size() == 1:
-        losses = per_example_losses(model, examples, batch_size)
-        return float(losses.mean()) if len(losses) else float("nan")
-    error: Optional[BaseException] = None
-    local = [0.0, 0.0]
-    try:
-        losses = per_example_losses(model, _shard(examples), batch_size)
-        local = [float(losses.double().sum()), float(len(losses))]
-    except Exception as e:  # noqa: BLE001 - re-raised on every rank by check_all
-        error = e
-    totals = dist.all_reduce_sum(torch.tensor([*local, float(error is not None)], dtype=torch.float64))
-    if totals[2] > 0:
-        dist.check_all(error, "scoring losses")
-    return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
-
-
-def micro_dev_loss_fn(
-    model: torch.nn.Module, examples: Sequence[dict[str, Any]], batch_size: int, accelerator: Any = None
-) -> Callable[[], float]:
+def micro_dev_loss_fn(model: torch.nn.Module, examples: Sequence[dict[str, Any]], batch_size: int) -> Callable[[], float]:
     """A zero-argument scorer for the controller: the current model's mean micro-dev loss
     (teacher forced, targets only), identical on every process."""
     examples = list(examples)
 
     def score() -> float:
-        return mean_loss_across_processes(model, examples, batch_size, accelerator)
+        return mean_loss_across_processes(model, examples, batch_size)
 
     return score
-
-
-# ---- data parallelism -------------------------------------------------------------------------
-def target_token_count(example: dict[str, Any]) -> int:
-    """Target tokens of an example as `lm_loss` counts them (label of position t >= 1)."""
-    return sum(1 for t in example["labels"][1:] if t != IGNORE)
-
-
-def global_batches(order: Sequence[int], batch_size: int, world: int) -> list[list[int]]:
-    """Micro-batches of `batch_size` x `world` consecutive indices of the epoch order: the same
-    micro-batches whether one process takes each whole or `world` processes share it."""
-    size = batch_size * world
-    return [list(order[i : i + size]) for i in range(0, len(order), size)]
-
-
-def local_part(indices: Sequence[int], rank: int, world: int) -> list[int]:
-    """This rank's contiguous share of one global micro-batch. Shares differ by at most one
-    example; the short trailing micro-batch of an epoch may leave a rank with none."""
-    q, r = divmod(len(indices), world)
-    start = rank * q + min(rank, r)
-    return list(indices[start : start + q + (1 if rank < r else 0)])
-
-
-def _place(model: torch.nn.Module, accelerator: Any) -> None:
-    """Put the model on the process's device. Not `accelerator.prepare`: no DDP wrapper, because
-    gradients are all-reduced by hand once per window (`_sync_window`), which also copes with a
-    rank that holds no example of a short micro-batch. A model dispatched over several devices
-    (`hf_device_map`) stays where it is."""
-    device_map = getattr(model, "hf_device_map", None)
-    if device_map and len(set(device_map.values())) > 1:
-        return
-    model.to(accelerator.device)
 
 
 def _backward(accelerator: Any, loss: torch.Tensor) -> None:
@@ -193,46 +135,11 @@ def _optimizer_step(accelerator: Any, optimizer: torch.optim.Optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def _sync_window(params: Sequence[torch.nn.Parameter], window_loss: torch.Tensor, error: Optional[BaseException], step: int) -> float:
-    """Sum the window's gradients and loss over processes (each process's loss is already
-    divided by the GLOBAL token count, so the sum is the one-process gradient), in one
-    all-reduce that also carries a failure flag. Returns the window's loss.
-
-    A parameter that received no gradient on any process keeps `grad = None` (AdamW skips it,
-    as with one process); on a process that saw no example it gets the others' gradient."""
-    if dist.world_size() == 1:
-        if error is not None:
-            raise error
-        return float(window_loss)
-    device = dist.comm_device()
-    present = [p.grad is not None for p in params]
-    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float().to(device) for p in params]
-    tail = torch.tensor([float(x) for x in present] + [float(window_loss), float(error is not None)], device=device)
-    flat = dist.all_reduce_sum(torch.cat(parts + [tail]))
-    if flat[-1] > 0:
-        dist.check_all(error, f"training step {step}")
-    sizes = [p.numel() for p in params]
-    grads = torch.split(flat[: sum(sizes)], sizes)
-    seen = flat[sum(sizes) : sum(sizes) + len(params)]
-    for p, g, s in zip(params, grads, seen):
-        p.grad = g.view_as(p).to(device=p.device, dtype=p.dtype) if s > 0 else None
-    return float(flat[-2])
-
-
 def _call(hooks: Iterable[Any], name: str, state: LoopState) -> None:
     for hook in hooks:
         fn = getattr(hook, name, None)
         if fn is not None:
             fn(state)
-
-
-def _check_distributed_type(accelerator: Any) -> None:
-    kind = str(getattr(getattr(accelerator, "distributed_type", None), "value", "")).upper()
-    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA"):
-        raise ValueError(
-            f"distributed type {kind}: grasp-lora trains with data parallelism only (accelerate "
-            "multi-GPU/multi-CPU); the pruner and the controller read whole LoRA factors on every rank"
-        )
 
 
 def _run_window(
@@ -298,8 +205,8 @@ def train(
     seed = cfg.seed if seed is None else seed
     timer = timer if timer is not None else Timer()
     if accelerator is None:
-        accelerator = _make_accelerator(accum)
-    _check_distributed_type(accelerator)
+        accelerator = dist.get_accelerator()
+    check_distributed_type(accelerator)
     main = dist.is_main()
 
     if params is None:
@@ -311,7 +218,7 @@ def train(
     sampler = EpochShuffle(len(train_set), seed)
     pad = pad_id_of(model)
     tokens = [target_token_count(ex) for ex in train_set]
-    _place(model, accelerator)
+    place(model, accelerator)
     # Every rank starts from rank 0's weights, whatever seeds the caller used (LoRA init, ...).
     dist.broadcast_tensors_(params)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -361,9 +268,9 @@ def train(
                 with timer.phase("training"):
                     try:
                         window_loss = _run_window(model, train_set, batches[w : w + accum], tokens, pad, cfg, accelerator)
-                    except Exception as e:  # noqa: BLE001 - re-raised on every rank by _sync_window
+                    except Exception as e:  # noqa: BLE001 - re-raised on every rank by sync_window
                         error = e
-                    step_loss = _sync_window(params, window_loss, error, state.step + 1)
+                    step_loss = sync_window(params, window_loss, error, state.step + 1)
                     _optimizer_step(accelerator, optimizer)
                 state.step += 1
                 epoch_step_losses.append(step_loss)
@@ -385,7 +292,7 @@ def train(
             val_loss: Optional[float] = None
             if has_val:
                 with timer.phase("validation"), accelerator.autocast():
-                    val_loss = mean_loss_across_processes(model, val_set, cfg.eval_batch_size, accelerator)
+                    val_loss = mean_loss_across_processes(model, val_set, cfg.eval_batch_size)
             record = {
                 "epoch": epoch,
                 "train_loss": sum(epoch_step_losses) / len(epoch_step_losses) if epoch_step_losses else None,

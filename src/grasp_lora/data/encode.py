@@ -1,0 +1,20 @@
+"""Prepared rows -> training examples (token ids + labels), the step every training stage shares."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from grasp_lora.data.tokenize import encode_for_training
+
+
+def encode_rows(
+    tokenizer: Any, rows: Sequence[Mapping[str, Any]], task: str, lang: str, max_length: int
+) -> list[dict[str, list[int]]]:
+    """Encode prepared rows; rows that are already encoded (input_ids + labels) pass through."""
+    out = []
+    for row in rows:
+        if "input_ids" in row and "labels" in row:
+            out.append({"input_ids": list(row["input_ids"]), "labels": list(row["labels"])})
+        else:
+            out.append(encode_for_training(tokenizer, task, lang, row, max_length))
+    return out

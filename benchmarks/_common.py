@@ -5,9 +5,9 @@
 - a scratch run folder holding the prepared data and the two stage-1 adapters, built once and
   shared by every benchmark with the same data/model/adapter settings (`base_experiment`), and
   fresh experiment folders that reuse them through symlinks (`child_experiment`);
-- `fixed_ratio_run`: one fixed-ratio merge + prune run (a grid point / the final run) built from
-  the same pieces as `training.finetune.merged_finetune`, with the knobs the benchmarks compare
-  (dense ΔW, full-vocabulary head, full_pass vs train_forward norms, per-step mask agreement);
+- `fixed_ratio_run`: one fixed-ratio merge + prune run (a grid point / the final run) through the
+  shipped `training.finetune.train_merged`, with the knobs the benchmarks compare (dense ΔW,
+  full-vocabulary head, full_pass vs train_forward norms, per-step mask agreement);
 - FLOP counting (`model_dims`, `forward_flops`, `training_flops`) and the machine's dense matmul
   rate (`matmul_flops_per_s`);
 - the report header (date, exact command, machine) and small statistics / table helpers.
@@ -184,10 +184,9 @@ def child_experiment(parent, cfg, root: str | Path, fresh: bool = True):
 
 
 def encode_rows(exp, cfg, rows: list[dict]) -> list[dict]:
-    from grasp_lora.data.tokenize import encode_for_training
+    from grasp_lora.data.encode import encode_rows as encode
 
-    tok = exp.base.tokenizer
-    return [encode_for_training(tok, cfg.data.task, cfg.data.target_lang, r, cfg.data.max_length) for r in rows]
+    return encode(exp.base.tokenizer, rows, cfg.data.task, cfg.data.target_lang, cfg.data.max_length)
 
 
 def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -209,56 +208,6 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 # one fixed-ratio run with the benchmarks' knobs
 
 
-class AgreementPruner:
-    """Fixed-ratio pruner hook that computes the input-aware masks from BOTH norm sources at
-    every optimizer step (train_forward and full_pass, on the same weights), records how much
-    they agree, and prunes with `apply`'s masks. The trajectory is therefore exactly the one of
-    a plain run with `apply` (the extra no-grad pass changes no weight). The work of the other
-    source is timed apart (timer phase "agreement_extra"), so the run's time minus that phase is
-    the plain run's time."""
-
-    def __init__(self, groups, ratio: float, train_forward, full_pass, at_least_one: bool, apply: str) -> None:
-        self.groups, self.ratio, self.at_least_one = groups, ratio, at_least_one
-        sources = {"train_forward": train_forward, "full_pass": full_pass}
-        if apply not in sources:
-            raise ValueError(f"apply: expected train_forward or full_pass, got {apply!r}")
-        self.applied = sources.pop(apply)
-        self.other = sources.popitem()[1]
-        self.apply = apply
-        self.records: list[dict[str, Any]] = []
-
-    def on_train_start(self, state) -> None:
-        self.applied.on_train_start()
-        self.other.on_train_start()
-
-    def on_train_end(self, state) -> None:
-        self.applied.on_train_end()
-        self.other.on_train_end()
-
-    def _masks(self, source):
-        from grasp_lora.pruning.pruner import compute_masks, input_aware_group_importance
-
-        return compute_masks(self.groups, self.ratio, input_aware_group_importance(source.norms_for_step()),
-                             self.at_least_one)
-
-    def on_optimizer_step(self, state) -> None:
-        import torch
-
-        from grasp_lora.pruning.masks import mask_agreement
-
-        with state.timer.phase("pruning"):
-            applied = self._masks(self.applied)
-        with state.timer.phase("agreement_extra"):
-            other = self._masks(self.other)
-            tf, fp = (applied, other) if self.apply == "train_forward" else (other, applied)
-            self.records.append({"step": int(state.step), **mask_agreement(tf, fp)})
-        with state.timer.phase("pruning"):
-            params = [p for g in self.groups for p in g.factors()]
-            with torch.no_grad():
-                for p, m in zip(params, applied, strict=True):
-                    p.masked_fill_(m, 0)
-
-
 def fixed_ratio_run(
     exp,
     cfg,
@@ -274,83 +223,46 @@ def fixed_ratio_run(
     export_dir: Optional[str | Path] = None,
     progress: bool = False,
     train_rows: Optional[list[dict]] = None,
-    on_model: Optional[Callable[[Any], None]] = None,
+    hooks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """One merged fine-tune pruned at `ratio` (the recipe of `merged_finetune`: merge the source and
-    target adapters with every factor trainable, input-aware pruning at a fixed ratio re-applied
-    after every optimizer step, the one training loop with validation + early stopping).
+    """One merged fine-tune pruned at `ratio`, through the shipped builder
+    (`training.finetune.train_merged`, what the pipeline's grid points and final runs call) on a
+    fresh copy of `exp`'s base model, with the knobs the benchmarks compare: `dense` (the
+    authors' dense ΔW forward), `cfg.train.targets_only_head`, `importance_inputs` (default
+    cfg.prune.importance_inputs), the full pass's head and batch size, `agreement` (compute both
+    norm sources each step and record mask agreement; prunes with `importance_inputs`),
+    `max_steps` (a cap on optimizer steps), `validate` (False: no val set), `train_rows` (default:
+    the target train split), `hooks` (extra training-loop hooks, e.g. a counter attached at
+    `on_train_start` from `state.model`).
 
-    Knobs: `dense` (the authors' dense ΔW forward), `cfg.train.targets_only_head`,
-    `importance_inputs` (default cfg.prune.importance_inputs), the full pass's head and batch size,
-    `agreement` (compute both norm sources each step and record mask agreement; prunes with
-    `importance_inputs`), `max_steps` (a cap on optimizer steps), `validate` (False: no val set),
-    `on_model(model)` (called with the merged model before training, e.g. to attach a counter).
-
-    Padding never enters the norms (the hooks read each forward's attention mask, SPEC 4).
     Returns timings, per-step losses, the final masks (factor == 0) and, with `agreement`, the
     per-step agreement records. The model is dropped afterwards unless `export_dir` is given (the
     merged factors are then exported as a PEFT adapter)."""
-    import torch
     from dataclasses import replace
 
     from grasp_lora.io import Timer, read_jsonl
-    from grasp_lora.models.merged import factor_groups, merge_adapters
     from grasp_lora.pruning.groups import all_factors
-    from grasp_lora.pruning.input_norms import InputNormAccumulator, LayerInputHooks, find_decoder_layers
     from grasp_lora.pruning.masks import sparsity
-    from grasp_lora.pruning.pruner import FixedRatioPruner, FullPassNorms, TrainForwardNorms
-    from grasp_lora.training.loop import train
-    from grasp_lora.training.loss import per_example_losses
+    from grasp_lora.training.finetune import train_merged
 
     kind = importance_inputs or cfg.prune.importance_inputs
+    cfg = replace(cfg, prune=replace(cfg.prune, importance_inputs=kind))
     lang = cfg.data.target_lang
-    train_cfg = cfg.train if max_steps is None else replace(cfg.train, max_steps=max_steps)
-    model, _ = exp.base_model()
-    torch.manual_seed(cfg.train.seed)
-    info = merge_adapters(model, [str(d) for d in exp.source_target_adapters], scaling=cfg.merge.scaling, dense=dense)
-    groups = factor_groups(model)
-    train_set = encode_rows(exp, cfg, train_rows if train_rows is not None else exp.rows(lang, "train"))
-    val_set = encode_rows(exp, cfg, exp.rows(lang, "val")) if validate else None
-    at_least_one = cfg.controller.fidelity == "authors"
-    fp_batch = full_pass_batch or cfg.train.eval_batch_size
-
-    layers = find_decoder_layers(model)
-    layer_hooks: list[LayerInputHooks] = []
-
-    def new_hooks() -> LayerInputHooks:
-        h = LayerInputHooks(layers, InputNormAccumulator(), mask_source=model)
-        layer_hooks.append(h)
-        return h
-
-    def full_pass() -> None:  # the authors' statistic: a no-grad forward over the whole train set
-        per_example_losses(model, train_set, fp_batch, targets_only=full_pass_targets_only)
-
-    hooks: list[Any] = []
-    pruner = None
-    if ratio is not None:
-        if agreement:
-            pruner = AgreementPruner(groups, ratio, TrainForwardNorms(new_hooks()), FullPassNorms(new_hooks(), full_pass),
-                                     at_least_one, apply=kind)
-        else:
-            source = TrainForwardNorms(new_hooks()) if kind == "train_forward" else FullPassNorms(new_hooks(), full_pass)
-            pruner = FixedRatioPruner(groups, ratio, source, at_least_one=at_least_one)
-        hooks.append(pruner)
-
-    if on_model is not None:
-        on_model(model)
+    model, tok = exp.base_model()
     timer = Timer()
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "train_log.jsonl"
-        t0 = time.perf_counter()
-        try:
-            result = train(model, train_set, val_set, train_cfg, hooks=hooks, log_path=log_path, progress=progress,
-                           timer=timer, seed=cfg.train.seed, desc="fixed-ratio")
-        finally:
-            for h in layer_hooks:
-                h.remove()
-        wall = time.perf_counter() - t0
+        run = train_merged(
+            cfg, model, tok, exp.source_target_adapters,
+            train_rows if train_rows is not None else exp.rows(lang, "train"),
+            exp.rows(lang, "val") if validate else None,
+            ratio=ratio, kind="fixed-ratio", log_path=log_path, timer=timer, progress=progress, hooks=hooks,
+            dense=dense, max_steps=max_steps, full_pass_batch=full_pass_batch,
+            full_pass_targets_only=full_pass_targets_only, agreement=agreement,
+        )
         log = read_jsonl(log_path)
-    factors = all_factors(groups)
+    result, wall = run.result, run.train_s
+    factors = all_factors(run.groups)
     step_seconds = timer.timings.get("training", 0.0) + timer.timings.get("pruning", 0.0)
     out: dict[str, Any] = {
         "ratio": ratio,
@@ -368,11 +280,11 @@ def fixed_ratio_run(
         "best_epoch": result.best_epoch,
         "epochs": result.epochs,
         "real_sparsity": float(sparsity(factors)),
-        "merge_c": info.scaling,
+        "merge_c": run.info.scaling,
         "masks": [(p.detach() == 0).cpu() for p in factors],
     }
-    if agreement and pruner is not None:
-        out["agreement"] = pruner.records
+    if agreement and run.pruner is not None:
+        out["agreement"] = run.pruner.records
     if export_dir is not None:
         from grasp_lora.models.export import export_peft
 

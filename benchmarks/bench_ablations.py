@@ -13,9 +13,9 @@
 Everything lives under <scratch>/ablations-<config hash>/ with the pipeline's manifests, so an
 interrupted invocation resumes where it stopped when run again with the same options.
 
-    python benchmarks/bench_ablations.py                                  # gemma-3-270m, demo, 3 seeds
-    python benchmarks/bench_ablations.py --model tiny-llama --smoke --seeds 42,1337
-    python benchmarks/bench_ablations.py --ablations importance --seeds 42 --set eval.bertscore=false
+    python -m benchmarks.bench_ablations                                  # gemma-3-270m, demo, 3 seeds
+    python -m benchmarks.bench_ablations --model tiny-llama --smoke --seeds 42,1337
+    python -m benchmarks.bench_ablations --ablations importance --seeds 42 --set eval.bertscore=false
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 ABLATIONS = ("fidelity", "scaling", "rule", "importance")
 

@@ -17,8 +17,8 @@ Configurations: the recipe's (C, K, M) and one-at-a-time variations from --candi
 --every-k and --micro-dev; each is a real controller run (`search.grasp.run_grasp_search`),
 alternated over --repeats, medians.
 
-    python benchmarks/bench_controller.py --max-steps 40                 # gemma-3-270m, demo recipe
-    python benchmarks/bench_controller.py --model tiny-llama --smoke --candidates 2,3 --every-k 2,4 --micro-dev 2,4
+    python -m benchmarks.bench_controller --max-steps 40                 # gemma-3-270m, demo recipe
+    python -m benchmarks.bench_controller --model tiny-llama --smoke --candidates 2,3 --every-k 2,4 --micro-dev 2,4
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 
 def ints(text: str) -> list[int]:

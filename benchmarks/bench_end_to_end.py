@@ -4,12 +4,12 @@ The demo recipe (`configs/demo.yaml` + --set overrides) on a scratch run folder:
 and the two stage-1 adapters are done once (and reused by later invocations); then, in a fresh
 folder per repeat (symlinked to that data and those adapters, sharing the loaded base model),
 `Experiment.grasp() + Experiment.final()` and `Experiment.grid()` are timed, alternating which
-goes first. The grid defaults to the SPEC's 8 points 0.1..0.8 (--grid-ratios to shrink). Finally
+goes first. The grid defaults to the paper's 8 points 0.1..0.8 (--grid-ratios to shrink). Finally
 the two methods' final models (systems grasp_seed<s> and grid_best_seed<s>) are generated and
 scored on the test split with `Experiment.evaluate`.
 
-    python benchmarks/bench_end_to_end.py                              # gemma-3-270m, demo, 8-point grid
-    python benchmarks/bench_end_to_end.py --model tiny-llama --smoke --grid-ratios 0.2,0.5
+    python -m benchmarks.bench_end_to_end                              # gemma-3-270m, demo, 8-point grid
+    python -m benchmarks.bench_end_to_end --model tiny-llama --smoke --grid-ratios 0.2,0.5
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 
 def parse_ratios(text: str) -> list[float]:

@@ -18,8 +18,8 @@ Three parts, one run of the script:
    (the issue's goal: theirs / ours >= 4 per run). --breakdown adds ours with one of the three
    changes at a time (ours+dense, ours+full_head, ours+full_pass) to attribute the gap.
 
-    python benchmarks/bench_fixed_ratio.py                                   # gemma-3-270m, demo recipe
-    python benchmarks/bench_fixed_ratio.py --model tiny-llama --smoke --repeats 2
+    python -m benchmarks.bench_fixed_ratio                                   # gemma-3-270m, demo recipe
+    python -m benchmarks.bench_fixed_ratio --model tiny-llama --smoke --repeats 2
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 # name -> (dense, targets_only_head, importance_inputs, authors' full pass (full head, batch 1))
 VARIANTS: dict[str, tuple[bool, bool, str, bool]] = {

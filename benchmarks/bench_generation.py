@@ -6,8 +6,8 @@ batches with the cache. This script times both (and batch 1 with the cache, to s
 effects) through `generate_predictions` itself, on QA-length prompts, and checks that the greedy
 outputs agree.
 
-    python benchmarks/bench_generation.py                      # gemma-3-270m, 32 prompts
-    python benchmarks/bench_generation.py --model tiny-llama --n 8
+    python -m benchmarks.bench_generation                      # gemma-3-270m, 32 prompts
+    python -m benchmarks.bench_generation --model tiny-llama --n 8
 
 Prompts: the bundled demo QA passages joined until a context reaches --context-chars characters
 (MLQA contexts are paragraphs of several hundred characters), the question of the first one.
@@ -27,8 +27,7 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 
 def benchmark_rows(task: str, lang: str, n: int, context_chars: int = 800) -> list[dict[str, Any]]:

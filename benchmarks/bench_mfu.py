@@ -17,8 +17,8 @@ frozen backbone needs activation gradients (2) but no weight gradients; attentio
 not counted, so MFU is slightly understated for long sequences. Time: the whole `train` call
 (optimizer, pruning, controller bookkeeping and validation included).
 
-    python benchmarks/bench_mfu.py                                        # gemma-3-270m, demo recipe
-    python benchmarks/bench_mfu.py --model tiny-llama --smoke --matmul-n 512
+    python -m benchmarks.bench_mfu                                        # gemma-3-270m, demo recipe
+    python -m benchmarks.bench_mfu --model tiny-llama --smoke --matmul-n 512
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 
 def adapter_training(exp, cfg, examples, args) -> dict[str, Any]:
@@ -82,11 +80,12 @@ def controller_run(exp, cfg, args) -> dict[str, Any]:
 def fixed_ratio(exp, cfg, args) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
-    def count(model) -> None:  # called by fixed_ratio_run on its merged model, before training
-        seen["counter"] = C.TokenCounter(model)
-        seen["dims"], seen["lora"] = C.model_dims(model), C.lora_dims(model)
+    class Count:  # a training-loop hook: attaches the counter to the merged model before the first step
+        def on_train_start(self, state) -> None:
+            seen["counter"] = C.TokenCounter(state.model)
+            seen["dims"], seen["lora"] = C.model_dims(state.model), C.lora_dims(state.model)
 
-    res = C.fixed_ratio_run(exp, cfg, args.ratio, max_steps=args.steps, on_model=count)
+    res = C.fixed_ratio_run(exp, cfg, args.ratio, max_steps=args.steps, hooks=[Count()])
     counter = seen["counter"]
     counter.remove()
     return {"wall_s": res["wall_s"], "steps": res["steps"], "counts": counter.counts,

@@ -8,8 +8,8 @@ adapter (a trial is a full fixed-ratio run, so it needs no extra final run). Bot
 generated and scored on the test split. Reported: chosen ratio, validation loss, test metrics,
 time used, trials finished / pruned.
 
-    python benchmarks/bench_optuna.py                                   # gemma-3-270m, demo recipe
-    python benchmarks/bench_optuna.py --model tiny-llama --smoke --budget-factor 2
+    python -m benchmarks.bench_optuna                                   # gemma-3-270m, demo recipe
+    python -m benchmarks.bench_optuna --model tiny-llama --smoke --budget-factor 2
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 
 def main(argv: list[str] | None = None) -> int:

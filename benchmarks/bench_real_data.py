@@ -6,7 +6,7 @@ Per target language (en -> ar, en -> zh):
     target question; the paper's low-resource sizes (train 50 / val 50 / micro-dev 16), 60 test;
   - cached once (`--phase grid`): splits, both stage-1 adapters, the full 8-point grid for every
     seed, and the test scores of the grid's selected ratio (lowest mean validation loss over the
-    seeds, SPEC 6);
+    seeds, METHOD.md, "Final run and grid search");
   - per controller variant (`--phase variants`): ONE controller run (controller seed 42), then the
     final run at p* for every seed, evaluated on test. A variant therefore costs one controller
     run plus N final runs; everything else is read from the cache.
@@ -16,8 +16,8 @@ minus the best validation loss of the seed's grid), test EM / F1 / BERTScore and
 experiment (1 controller run + N final runs) against the grid (8 x N runs), in wall-clock and in
 process CPU time (the latter is robust to other work on a shared machine).
 
-    python benchmarks/bench_real_data.py --data ../shared/data/xquad --langs ar --seeds 42 --phase grid
-    python benchmarks/bench_real_data.py --data ../shared/data/xquad --langs ar --seeds 42 \
+    python -m benchmarks.bench_real_data --data ../shared/data/xquad --langs ar --seeds 42 --phase grid
+    python -m benchmarks.bench_real_data --data ../shared/data/xquad --langs ar --seeds 42 \
         --variants paper,std_adv --phase variants
 
 The XQuAD files are read from `--data`; nothing is copied into the repository (the cache lives under
@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 RECIPE = Path(__file__).resolve().parent / "real_data.yaml"
 
-# Named controller variants: config overrides on top of the recipe. `paper` is SPEC 5 as shipped
+# Named controller variants: config overrides on top of the recipe. `paper` is METHOD.md, "The GRASP controller", as shipped
 # (fidelity fixed), `authors` the released scripts' behaviour.
 VARIANTS: dict[str, list[str]] = {
     "paper": [],

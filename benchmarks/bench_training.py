@@ -7,22 +7,20 @@ small model. This script runs the one training loop (PEFT LoRA, the paper's r/al
 batch 1, no accumulation) over the same examples in both modes and reports tokens/s, peak memory
 and the first-epoch loss (the two must agree: same objective, same shuffle, same init).
 
-    python benchmarks/bench_training.py                        # gemma-3-270m, 32 examples
-    python benchmarks/bench_training.py --model tiny-llama --n 8
+    python -m benchmarks.bench_training                        # gemma-3-270m, 32 examples
+    python -m benchmarks.bench_training --model tiny-llama --n 8
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
-from bench_generation import benchmark_rows, load  # noqa: E402
+from benchmarks import _common as C
+from benchmarks.bench_generation import benchmark_rows, load
 
 
 def run_mode(model, examples, targets_only: bool, args) -> dict[str, Any]:

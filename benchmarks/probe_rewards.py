@@ -11,7 +11,7 @@ Each reward is L_ref - L(ratio), L_ref being the dense model scored the same way
 trained for lookahead). The grid's final validation loss at each ratio (the target the controller
 should find) is printed beside it, with the Spearman correlation of each reward with -val loss.
 
-    OMP_NUM_THREADS=1 python benchmarks/probe_rewards.py --data ../shared/data/xquad --lang zh
+    OMP_NUM_THREADS=1 python -m benchmarks.probe_rewards --data ../shared/data/xquad --lang zh
 
 It reads the real-data harness's cache (splits, stage-1 adapters, grid); run
 `bench_real_data.py --phase grid` for the language first.
@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
-import bench_real_data as R  # noqa: E402
+from benchmarks import _common as C
+from benchmarks import bench_real_data as R
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:

@@ -73,3 +73,19 @@ def test_runtime_files_are_package_data():
         assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files), folder
     for pat in patterns:  # no entry names a file that does not exist
         assert list(pkg.glob(pat)), pat
+
+
+def test_benchmarks_are_a_package_of_the_checkout_not_of_the_wheel():
+    """`python -m benchmarks.NAME` from the repository root: a package that imports its own
+    helpers without touching sys.path, and that setuptools never puts in the wheel."""
+    import subprocess
+    import sys
+
+    find = PROJECT["tool"]["setuptools"]["packages"]["find"]
+    assert find["where"] == ["src"] and find["include"] == ["grasp_lora*"]
+    bench = ROOT / "benchmarks"
+    assert (bench / "__init__.py").exists()
+    scripts = sorted(p.stem for p in bench.glob("*.py") if p.stem != "__init__")
+    assert not [s for s in scripts if "sys.path" in (bench / f"{s}.py").read_text()]
+    code = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module('benchmarks.' + m)"
+    subprocess.run([sys.executable, "-c", code, *scripts], cwd=ROOT, check=True)

@@ -1,4 +1,4 @@
-"""The adaptive merge (SPEC 3): K LoRA adapters of one base model, trained jointly as one module.
+"""The adaptive merge (METHOD.md, "Adaptive merge"): K LoRA adapters of one base model, trained jointly as one module.
 
 For a target module with frozen weight W, the merged module computes
 
@@ -12,7 +12,7 @@ under `scaling: lora`.
 
 `dense=True` (opt-in, benchmarks only) is the authors' formulation of the same function: the
 d_out × d_in product c·(ΣB)(ΣA) is materialised in every forward and applied as one matmul. It
-exists so that benchmarks/bench_fixed_ratio.py can time it against the low-rank default; outputs
+exists so that `python -m benchmarks.bench_fixed_ratio` can time it against the low-rank default; outputs
 and gradients are equal up to floating-point rounding.
 
 Here: the module `MergedLoRALinear` (math only, no I/O) and the model plumbing: `merge_adapters`

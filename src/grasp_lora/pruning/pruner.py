@@ -1,4 +1,4 @@
-"""Fixed-ratio pruning during training (SPEC 4, 6): the grid-search runs and the final run.
+"""Fixed-ratio pruning during training (METHOD.md, "Pruning at a ratio p"): the grid-search runs and the final run.
 
 After EVERY optimizer step, input-aware importance is recomputed for each A_i and B_i of each
 module from that module's decoder-layer input norms, and the floor(p*n) least important entries of
@@ -10,6 +10,9 @@ Input norms come from a norms source (`norms_for_step() -> {layer_index: n}`):
   pre-hooks during the training forwards since the last optimizer step; no extra forward.
 - `FullPassNorms` (`importance_inputs: full_pass`, the authors): an extra no-grad forward over the
   whole training set after each step, through a callable the training code provides.
+
+`AgreementPruner` (benchmarks) computes the masks of both sources each step and records how much
+they agree.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from grasp_lora.pruning.groups import FactorGroup
 from grasp_lora.pruning.importance import input_aware_importance, magnitude_importance
 from grasp_lora.pruning.input_norms import LayerInputHooks
-from grasp_lora.pruning.masks import check_ratio, prune_mask
+from grasp_lora.pruning.masks import check_ratio, mask_agreement, prune_mask
 
 __all__ = [
     "NormsSource",
@@ -34,6 +37,7 @@ __all__ = [
     "compute_masks",
     "zero_masks_at_ratio",
     "FixedRatioPruner",
+    "AgreementPruner",
     "make_norms_source",
     "norm_layout",
 ]
@@ -274,3 +278,51 @@ class FixedRatioPruner:
             # floor(0 * n) = 0 everywhere: nothing to zero, skip the dW products.
             return [torch.zeros(p.shape, dtype=torch.bool, device=p.device) for g in self.groups for p in g.factors()]
         return zero_masks_at_ratio(self.groups, self.ratio, input_aware_group_importance(norms), self.at_least_one)
+
+
+class AgreementPruner:
+    """Fixed-ratio pruner hook that computes the input-aware masks from BOTH norm sources at
+    every optimizer step (train_forward and full_pass, on the same weights), records how much
+    they agree (`records`: one `masks.mask_agreement` per step), and prunes with `apply`'s masks.
+    The trajectory is therefore exactly the one of a plain run with `apply` (the extra no-grad
+    pass changes no weight). The work of the other source is timed apart (timer phase
+    "agreement_extra"), so the run's time minus that phase is the plain run's time."""
+
+    def __init__(self, groups: list[FactorGroup], ratio: float, train_forward: NormsSource,
+                 full_pass: NormsSource, at_least_one: bool, apply: str) -> None:
+        self.groups, self.ratio, self.at_least_one = groups, check_ratio(ratio), at_least_one
+        sources = {"train_forward": train_forward, "full_pass": full_pass}
+        if apply not in sources:
+            raise ValueError(f"apply: expected train_forward or full_pass, got {apply!r}")
+        for source in sources.values():
+            if getattr(source, "reduce_sum", None) is not None and getattr(source, "layout", None) is None:
+                source.layout = norm_layout(groups)
+        self.applied = sources.pop(apply)
+        self.other = sources.popitem()[1]
+        self.apply = apply
+        self.records: list[dict[str, Any]] = []
+
+    def on_train_start(self, state: Any) -> None:
+        self.applied.on_train_start()
+        self.other.on_train_start()
+
+    def on_train_end(self, state: Any) -> None:
+        self.applied.on_train_end()
+        self.other.on_train_end()
+
+    def _masks(self, source: NormsSource) -> list[torch.Tensor]:
+        return compute_masks(self.groups, self.ratio, input_aware_group_importance(source.norms_for_step()),
+                             self.at_least_one)
+
+    def on_optimizer_step(self, state: Any) -> None:
+        with state.timer.phase("pruning"):
+            applied = self._masks(self.applied)
+        with state.timer.phase("agreement_extra"):
+            other = self._masks(self.other)
+            tf, fp = (applied, other) if self.apply == "train_forward" else (other, applied)
+            self.records.append({"step": int(state.step), **mask_agreement(tf, fp)})
+        with state.timer.phase("pruning"):
+            params = [p for g in self.groups for p in g.factors()]
+            with torch.no_grad():
+                for p, m in zip(params, applied, strict=True):
+                    p.masked_fill_(m, 0)

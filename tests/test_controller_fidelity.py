@@ -62,7 +62,7 @@ def test_masked_reset_keeps_step_and_other_entries():
     opt.step()
     mask_a = torch.zeros_like(A, dtype=torch.bool)
     mask_a[1, 1] = True
-    ms.commit([mask_a, torch.zeros_like(B, dtype=torch.bool)], optimizer=opt)  # default: masked (SPEC 5)
+    ms.commit([mask_a, torch.zeros_like(B, dtype=torch.bool)], optimizer=opt)  # default: masked (METHOD.md, "The GRASP controller")
     assert float(opt.state[A]["step"]) == 1.0
     assert opt.state[A]["exp_avg"][1, 1] == 0 and (opt.state[A]["exp_avg"][~mask_a] != 0).all()
     with pytest.raises(ValueError, match="optimizer_reset"):

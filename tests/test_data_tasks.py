@@ -1,4 +1,4 @@
-"""Task specs: the SPEC prompts byte for byte, cues, limits, user templates, clear errors."""
+"""Task specs: the paper's prompts byte for byte, cues, limits, user templates, clear errors."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from grasp_lora.data.tasks import (
 QA = {"id": "q", "context": "CTX", "question": "QQ", "answers": ["A1", "A2"]}
 SUM = {"id": "s", "article": "ART", "summary": "SUM", "title": "T"}
 
-# SPEC.md section 1, with {context}/{question}/{article} replaced by the values above.
-SPEC_PROMPTS = {
+# METHOD.md, "Data", with {context}/{question}/{article} replaced by the values above.
+PAPER_PROMPTS = {
     ("mlqa", "en"): "Answer the question based on the context.\nContext:CTX\nQuestion:QQ\nAnswer:",
     ("mlqa", "ar"): "أجب على السؤال بناءً على النص التالي.\nالنص:CTX\nالسؤال:QQ\nالإجابة:",
     ("mlqa", "zh"): "请根据下列内容回答问题。\n内容:CTX\n问题:QQ\n答案:",
@@ -40,10 +40,10 @@ def restore_registry():
         tasks._TASKS[name].max_new = max_new
 
 
-@pytest.mark.parametrize("task,lang", sorted(SPEC_PROMPTS))
+@pytest.mark.parametrize("task,lang", sorted(PAPER_PROMPTS))
 def test_prompts_equal_spec_strings(task, lang):
     example = QA if task == "mlqa" else SUM
-    assert build_prompt(task, lang, example) == SPEC_PROMPTS[(task, lang)]
+    assert build_prompt(task, lang, example) == PAPER_PROMPTS[(task, lang)]
 
 
 def test_answer_cues_and_prompt_ends_with_cue():
@@ -51,7 +51,7 @@ def test_answer_cues_and_prompt_ends_with_cue():
                 ("xlsum", "en"): "Summary:", ("xlsum", "ar"): "الملخّص:", ("xlsum", "zh"): "摘要:"}
     for (task, lang), cue in expected.items():
         assert answer_cue(task, lang) == cue
-        assert SPEC_PROMPTS[(task, lang)].endswith("\n" + cue)
+        assert PAPER_PROMPTS[(task, lang)].endswith("\n" + cue)
 
 
 def test_generation_limits():
@@ -77,7 +77,7 @@ def test_prompt_parts_split_around_long_field():
     head, long_text, tail = prompt_parts("mlqa", "zh", QA)
     assert (head, long_text, tail) == ("请根据下列内容回答问题。\n内容:", "CTX", "\n问题:QQ\n答案:")
     head, long_text, tail = prompt_parts("xlsum", "ar", SUM)
-    assert head + long_text + tail == SPEC_PROMPTS[("xlsum", "ar")] and tail == "\nالملخّص:"
+    assert head + long_text + tail == PAPER_PROMPTS[("xlsum", "ar")] and tail == "\nالملخّص:"
 
 
 def test_unknown_task_and_language_errors_say_what_is_known():

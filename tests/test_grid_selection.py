@@ -1,4 +1,4 @@
-"""Selecting the grid's one ratio across seeds (SPEC 6), a pure function."""
+"""Selecting the grid's one ratio across seeds (METHOD.md, "Final run and grid search"), a pure function."""
 
 import pytest
 

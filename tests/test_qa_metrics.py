@@ -1,4 +1,4 @@
-"""MLQA EM / F1: every expected value below is worked by hand from SPEC section 8."""
+"""MLQA EM / F1: every expected value below is worked by hand from METHOD.md, "Evaluation"."""
 
 import pytest
 

@@ -2,7 +2,7 @@
 
 A recipe is a YAML mapping whose top-level keys are the sections of `Config`. Unknown keys,
 wrong types and out-of-range values are rejected with one line naming the key (`ConfigError`).
-Every default here is the paper's setting (SPEC.md); `configs/demo.yaml` scales sizes down.
+Every default here is the paper's setting (docs/METHOD.md); `configs/demo.yaml` scales sizes down.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class DataConfig:
     source_data: str = "hub"
     target_data: str = "hub"
     seed: int = 42
-    # Split sizes; None means the SPEC table for the task and language (see data.splits).
+    # Split sizes; None means the table of METHOD.md, "Data", for the task and language (see data.splits).
     source_sizes: Optional[SplitSizes] = None
     target_sizes: Optional[SplitSizes] = None
     max_length: int = 4096  # prompt + target limit for training examples
@@ -102,10 +102,10 @@ class ControllerConfig:
     p_star_rule: Optional[str] = None  # final | best_trial; None: final (fixed), best_trial (authors)
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
-    # Variants beyond the paper (docs/METHOD.md "Controller variants"); the defaults are the paper's.
-    # advantage: centered (a_i = r_i - mean r, SPEC 5) | standardized (divided by the group's std, as GRPO)
+    # Variants beyond the paper (METHOD.md, "The GRASP controller", Controller variants); the defaults are the paper's.
+    # advantage: centered (a_i = r_i - mean r, METHOD.md, "The GRASP controller") | standardized (divided by the group's std, as GRPO)
     advantage: str = "centered"
-    # reward: immediate (loss of the mask on the current weights, SPEC 5) | lookahead (each mask, and
+    # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") | lookahead (each mask, and
     # the committed one for L0, is first trained for lookahead_steps optimizer steps, then scored)
     reward: str = "immediate"
     lookahead_steps: int = 5
@@ -132,7 +132,7 @@ class GridConfig:
 @dataclass
 class GenerationConfig:
     batch_size: int = 8
-    max_new_tokens: Optional[int] = None  # None: the task's limit per language (SPEC 1)
+    max_new_tokens: Optional[int] = None  # None: the task's limit per language (METHOD.md, "Data")
 
 
 @dataclass

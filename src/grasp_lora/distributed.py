@@ -1,5 +1,5 @@
 """Data parallelism: one process per device, started by `accelerate launch` / `torchrun` (README,
-"Several GPUs"; SPEC 5, rank consistency).
+"Several GPUs"; METHOD.md, "The GRASP controller", Several processes).
 
 Every process runs every stage; the rules that keep them in step:
 - Ranks and world size come from `torch.distributed` (accelerate's `PartialState` initialises it:

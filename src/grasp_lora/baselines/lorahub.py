@@ -1,4 +1,4 @@
-"""LoRAHub on causal LMs (SPEC 7 baseline): a gradient-free search of per-adapter weights.
+"""LoRAHub on causal LMs (METHOD.md, "Baselines"): a gradient-free search of per-adapter weights.
 
 For weights w ∈ [weight_min, weight_max]^K the combined adapter is A = Σ w_i A_i, B = Σ w_i B_i
 (both factors weighted, as LoRAHub does), applied with the source adapters' own PEFT scaling α/r.

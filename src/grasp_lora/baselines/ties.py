@@ -1,4 +1,4 @@
-"""TIES merge of the source and target adapters through PEFT (SPEC 7 baseline).
+"""TIES merge of the source and target adapters through PEFT (METHOD.md, "Baselines").
 
 We call PEFT's own `add_weighted_adapter(..., combination_type="ties")` so the baseline is the
 one the paper ran. What PEFT 0.21.2 does there (read from peft/tuners/lora/model.py):

@@ -1,4 +1,4 @@
-"""The GRPO sparsity controller (SPEC 5). No model code: it talks to a `RatioScorer`.
+"""The GRPO sparsity controller (METHOD.md, "The GRASP controller"). No model code: it talks to a `RatioScorer`.
 
 State: committed ratio p_c and a Gaussian policy N(mu, sigma^2) over ratios. Each round:
  1. L0 = micro-dev loss with the committed mask;
@@ -92,10 +92,10 @@ def policy_update(
     p_max: float,
     advantage: str = "centered",
 ) -> tuple[float, float, list[float]]:
-    """SPEC 5 step 5. Returns (new mu, new sigma, advantages). Inputs are the values before the
+    """Step 5 of METHOD.md, "The GRASP controller". Returns (new mu, new sigma, advantages). Inputs are the values before the
     update (mu, sigma and p_c of this round, before its commit).
 
-    advantage: "centered" (SPEC 5: a_i = r_i - mean r) or "standardized" (GRPO's
+    advantage: "centered" (the paper: a_i = r_i - mean r) or "standardized" (GRPO's
     (r_i - mean r) / std r, population std; all zero when the rewards are all equal), which makes
     the step size independent of the rewards' scale (micro-dev loss differences of ~0.01)."""
     n = len(candidates)

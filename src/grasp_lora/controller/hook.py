@@ -105,7 +105,7 @@ class MaskedModelScorer:
 class LookaheadScorer(MaskedModelScorer):
     """`controller.reward: lookahead`: a mask is scored after the model has been trained under it.
 
-    The immediate reward (SPEC 5) measures the damage a mask does to weights that were trained
+    The immediate reward (METHOD.md, "The GRASP controller") measures the damage a mask does to weights that were trained
     without it, so pruning more always looks worse and the controller drifts to low ratios even
     where the grid shows that training under a higher ratio ends better. Here each candidate's
     mask, and the committed mask for L0, is applied, the factors are trained for `steps` optimizer

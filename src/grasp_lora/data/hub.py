@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 MLQA_HUB = "facebook/mlqa"
 XLSUM_HUB = "csebuetnlp/xlsum"
 MLQA_LANGS = ("ar", "de", "en", "es", "hi", "vi", "zh")
-MLQA_SPLITS = ("test", "validation")  # pooled, as in SPEC 1
+MLQA_SPLITS = ("test", "validation")  # pooled (METHOD.md, "Data")
 XLSUM_SPLIT = "train"
 # The Hub converts every public dataset to Parquet on this branch; script-only datasets load from it.
 PARQUET_REVISION = "refs/convert/parquet"

@@ -1,7 +1,7 @@
 """The `prepare` stage: pools -> seeded splits -> `<out_dir>/<lang>/<split>.jsonl` + manifest.
 
 For the source and the target language of `cfg.data`, the pool is loaded (`load_pool`), split
-(`make_splits` with `cfg.data.seed`; sizes from the config or the SPEC table) and every split is
+(`make_splits` with `cfg.data.seed`; sizes from the config or the table of METHOD.md, "Data") and every split is
 written, empty ones included, so later stages can rely on all four files existing. The manifest
 records each language's source, sizes, row counts, the sha256 of every file and the load report.
 Files are a pure function of (config, pool): the same seed gives byte-identical files.

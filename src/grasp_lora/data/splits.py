@@ -1,4 +1,4 @@
-"""Split sizes (SPEC section 1) and the seeded, disjoint split of a pool.
+"""Split sizes (METHOD.md, "Data") and the seeded, disjoint split of a pool.
 
 The pool is shuffled with `random.Random(seed)` and cut into consecutive slices in the order
 train, val, micro_dev, test, so the splits are disjoint by construction and the same seed on the
@@ -17,7 +17,7 @@ SPLITS = ("train", "val", "micro_dev", "test")
 
 T = TypeVar("T")
 
-# SPEC 1: the high-resource source language uses large splits and no micro-dev set; every other
+# METHOD.md, "Data": the high-resource source language uses large splits and no micro-dev set; every other
 # language is the few-shot target (50 / 50 / 16 / 100).
 _SOURCE_SIZES = {
     "mlqa": SplitSizes(train=3030, val=315, micro_dev=0, test=315),
@@ -30,7 +30,7 @@ class SplitError(ValueError):
 
 
 def default_sizes(task: str, lang: str) -> SplitSizes:
-    """The SPEC table's sizes for `task` in `lang` (English: the source sizes)."""
+    """The sizes of METHOD.md's "Data" table for `task` in `lang` (English: the source sizes)."""
     spec = get_task(task)
     if lang == "en" and spec.name in _SOURCE_SIZES:
         s = _SOURCE_SIZES[spec.name]

@@ -1,4 +1,4 @@
-"""Task specs: the prompt templates of SPEC section 1, answer cues and generation limits.
+"""Task specs: the prompt templates of METHOD.md, "Data", answer cues and generation limits.
 
 Two tasks ship: `mlqa` (kind `qa`, records `{"id", "context", "question", "answers": [str, ...]}`)
 and `xlsum` (kind `summary`, records `{"id", "article", "summary", "title"}`), each with an English,
@@ -52,7 +52,7 @@ class TaskSpec:
         return self.templates[lang]
 
 
-# The spec's prompts, byte for byte (SPEC.md section 1).
+# The paper's prompts, byte for byte (METHOD.md, "Data").
 _QA_TEMPLATES = {
     "en": "Answer the question based on the context.\nContext:{context}\nQuestion:{question}\nAnswer:",
     "ar": "أجب على السؤال بناءً على النص التالي.\nالنص:{context}\nالسؤال:{question}\nالإجابة:",
@@ -83,7 +83,7 @@ _TASKS: dict[str, TaskSpec] = {
         target_field="summary",
         default_max_new_tokens=96,
         templates=dict(_SUMMARY_TEMPLATES),
-        # Arabic summaries need more tokens for the same content (SPEC 1).
+        # Arabic summaries need more tokens for the same content (METHOD.md, "Data").
         max_new={"en": 96, "ar": 128, "zh": 96},
     ),
 }

@@ -1,6 +1,6 @@
 """Token ids for training (prompt masked, loss on target + EOS) and for generation.
 
-A training example is `BOS + prompt` followed by `target + EOS` (SPEC 1); labels are -100 on
+A training example is `BOS + prompt` followed by `target + EOS` (METHOD.md, "Data"); labels are -100 on
 BOS and the prompt, and the token ids on the target and EOS. Prompt and target are tokenized
 separately with `add_special_tokens=False` and BOS / EOS ids are added here, so the result is the
 same for tokenizers with or without a BOS post-processor (Gemma, Llama) and a tokenizer without a

@@ -1,6 +1,6 @@
-"""Greedy generation of test predictions: batched, KV cache, left padding, resumable (SPEC 8).
+"""Greedy generation of test predictions: batched, KV cache, left padding, resumable (METHOD.md, "Evaluation").
 
-Prompts are cut per SPEC 1 (at most `max_total - max_new_tokens` prompt tokens, long field cut,
+Prompts are cut as METHOD.md, "Data" says (at most `max_total - max_new_tokens` prompt tokens, long field cut,
 answer cue kept; see data.tokenize.encode_prompt). Batches are formed from prompts sorted by
 length, so a batch pads to little, and left-padded, so every sequence's next token sits at the
 same last position. Each finished batch is appended to the predictions JSONL as it completes: a

@@ -1,6 +1,6 @@
 """MLQA exact match and token F1, computed the way MLQA's official evaluation (v1) computes them.
 
-Written from SPEC section 8, not copied from the official script. The order of the steps matters
+Written from METHOD.md, "Evaluation", not copied from the official script. The order of the steps matters
 and is the official one:
 
 1. lower-case;

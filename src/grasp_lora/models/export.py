@@ -2,7 +2,7 @@
 
 The merged module y = W x + c (ΣB_i)(ΣA_i) x is itself a rank-r LoRA with A = ΣA_i, B = ΣB_i;
 PEFT scales a LoRA by lora_alpha / r, so writing lora_alpha = c · r makes PEFT's scaling equal c
-(SPEC 3). The same writer serves LoRAHub's combined adapter (baselines.lorahub) and TIES.
+(METHOD.md, "Adaptive merge"). The same writer serves LoRAHub's combined adapter (baselines.lorahub) and TIES.
 
 Folders are written atomically: built in a temp folder beside the destination, then renamed into
 place, so a crash never leaves a half-written adapter that a later stage would load.

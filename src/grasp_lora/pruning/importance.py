@@ -1,4 +1,4 @@
-"""Importance scores for pruning LoRA factors (SPEC 4).
+"""Importance scores for pruning LoRA factors (METHOD.md, "Pruning at a ratio p").
 
 Pure tensor functions. Scores are computed in at least float32 (bf16 factors are upcast) so that
 the ranking does not depend on the training dtype's rounding.

@@ -1,4 +1,4 @@
-"""Per-layer input norms n for input-aware importance (SPEC 4).
+"""Per-layer input norms n for input-aware importance (METHOD.md, "Pruning at a ratio p").
 
 n_j of decoder layer l = L2 norm, over all non-padding tokens, of feature j of the layer's input
 hidden state (the residual stream entering the layer) after a unit-weight RMSNorm per token.

@@ -1,4 +1,4 @@
-"""Pruning masks at a ratio (SPEC 4): per tensor, the floor(p*n) least important entries.
+"""Pruning masks at a ratio (METHOD.md, "Pruning at a ratio p"): per tensor, the floor(p*n) least important entries.
 
 A mask is a bool tensor of the factor's shape, True = pruned (set to zero). Ties in importance
 are broken by the lowest flat (row-major) index first, via a stable ascending sort, so masks are
@@ -93,7 +93,7 @@ def sparsity(tensors: Iterable[torch.Tensor]) -> float:
 
 
 def mask_agreement(masks_a: Iterable[torch.Tensor], masks_b: Iterable[torch.Tensor]) -> dict[str, float]:
-    """How alike two mask sets are (e.g. train_forward vs full_pass norms, SPEC 4's benchmark).
+    """How alike two mask sets are (e.g. train_forward vs full_pass norms, BENCHMARKS.md's fixed-ratio section).
 
     `entries`: fraction of all entries on which the masks agree (pruned in both or kept in both);
     `pruned`: |A and B| / |A or B| over the pruned entries (1.0 when neither prunes anything).

@@ -1,4 +1,5 @@
-"""The controller's committed mask over every LoRA factor (SPEC 5): apply, stash, restore, commit.
+"""The controller's committed mask over every LoRA factor: apply, stash, restore, commit
+(METHOD.md, "The GRASP controller").
 
 Factors are identified by their position in `all_factors(groups)` order (A_i then B_i of each
 group), never by id(), so that a state_dict saved by one process loads in another.
@@ -29,7 +30,7 @@ def zero_optimizer_state(optimizer: Any, param: torch.Tensor, mask: Optional[tor
 
     With `mask`: every tensor-valued entry with param's shape (AdamW's exp_avg / exp_avg_sq, SGD
     momentum, Adam's max_exp_avg_sq) at the masked positions; scalar entries such as `step` are
-    left alone (SPEC 5). Without: EVERY state tensor, whole, the 0-dim AdamW `step` included, so
+    left alone (METHOD.md, "The GRASP controller"). Without: EVERY state tensor, whole, the 0-dim AdamW `step` included, so
     bias correction restarts: what the authors' scripts do to a factor that gets newly pruned
     entries (`fidelity: authors`). Sharded optimizer states (ZeRO/FSDP) have other shapes and
     are not reached here.
@@ -156,7 +157,7 @@ class MaskState:
 
         Newly pruned entries: their current values go to the stash and the weights are zeroed
         there. With an optimizer, `optimizer_reset` says what happens to its state: "masked" zeroes
-        every param-shaped state entry at the newly pruned positions (SPEC 5); "whole" zeroes every
+        every param-shaped state entry at the newly pruned positions (METHOD.md, "The GRASP controller"); "whole" zeroes every
         state tensor of a factor that has newly pruned entries, the AdamW `step` included (the
         authors' scripts). Released entries (committed before, not now) get their stashed values
         back. `ratio` is recorded as `committed_ratio`. Returns counts {"newly_pruned", "released", "pruned"}.

@@ -1,6 +1,6 @@
 """Optuna search over the prune ratio: a stronger baseline than the grid (optional dependency).
 
-Each trial is one grid point: the fixed-ratio merged fine-tune of SPEC 6
+Each trial is one grid point: the fixed-ratio merged fine-tune of METHOD.md, "Final run and grid search"
 (`training.finetune.merged_finetune`, the same recipe, seed and folders layout as a grid point)
 at a ratio proposed by TPE in the controller's bounds [p_min, p_max]; its objective is the best
 validation loss, the grid's selection rule. The best trial's adapter is the method's result (it

@@ -1,4 +1,4 @@
-"""Stage 1: one PEFT LoRA adapter per (task, language) on the frozen base (SPEC 2).
+"""Stage 1: one PEFT LoRA adapter per (task, language) on the frozen base (METHOD.md, "Stage 1: adapters").
 
 The output folder is a standard PEFT adapter (adapter_config.json + adapter_model.safetensors),
 loadable with `peft.PeftModel.from_pretrained(base, folder)` and no grasp-lora code, plus our

@@ -1,6 +1,6 @@
 """The one training loop: adapter training, controller runs, grid runs and the final run.
 
-Read it top to bottom; there is no trainer underneath. Pieces (SPEC 2):
+Read it top to bottom; there is no trainer underneath. Pieces (METHOD.md, "Stage 1: adapters"):
   AdamW(lr, weight_decay) on the trainable parameters; per-device batch `cfg.batch_size`,
   gradient accumulation; StepLR(step_size=1, gamma) stepped once per epoch by hand; validation
   loss after every epoch; early stopping with patience; the best epoch's weights restored at the
@@ -222,7 +222,7 @@ def train(
     # Every rank starts from rank 0's weights, whatever seeds the caller used (LoRA init, ...).
     dist.broadcast_tensors_(params)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # StepLR once per epoch, by hand (SPEC 2).
+    # StepLR once per epoch, by hand (METHOD.md, "Stage 1: adapters").
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=cfg.lr_gamma)
 
     n_batches = math.ceil(len(train_set) / (cfg.batch_size * dist.world_size()))

@@ -45,6 +45,10 @@ expect_error() {  # expect_error NAME TEXT COMMAND...: exit 2 with one stderr li
 }
 
 check imported-from-wheel bash -c "'$VENV/bin/python' -c 'import grasp_lora; print(grasp_lora.__file__)' | grep -q '^$VENV/'"
+check only-the-package "$VENV/bin/python" -c "import zipfile, sys
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+tops = {n.split('/')[0] for n in names}
+assert all(t == 'grasp_lora' or t.startswith('grasp_lora-') for t in tops), tops  # no benchmarks/, tests/" "$WHEEL"
 check version bash -c "'$GL' --version | grep -qx 'grasp-lora $(basename "$WHEEL" | cut -d- -f2)'"
 check config bash -c "'$GL' config demo train.lr=3e-4 | grep -q '^  lr: 0.0003$'"
 check demo-pools "$VENV/bin/python" -c 'from grasp_lora.data.demo import demo_pool

@@ -4,7 +4,8 @@
 All three are the same recipe: reload the frozen backbone and the original (unpruned) source and
 target adapters, merge them with every factor trainable, and train on the target language with
 the loop of stage 1. A fixed-ratio pruner hook (input-aware importance, re-zero after every
-optimizer step) is attached when a ratio is given.
+optimizer step) is attached when a ratio is given. `train_merged` builds and trains such a run
+(the benchmarks call it with their options); `merged_finetune` adds the export and the manifest.
 
 Several processes: every process trains (the loop shards the data and sums gradients), the input
 norms of the pruner are summed over processes (each runs the full pass, if configured, over its

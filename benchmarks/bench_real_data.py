@@ -35,7 +35,8 @@ from benchmarks import _common as C
 
 RECIPE = Path(__file__).resolve().parent / "real_data.yaml"
 
-# Named controller variants: config overrides on top of the recipe. `paper` is METHOD.md, "The GRASP controller", as shipped
+# Named controller variants: config overrides on top of the recipe. `paper` is METHOD.md, "The GRASP
+# controller", as shipped
 # (fidelity fixed), `authors` the released scripts' behaviour.
 VARIANTS: dict[str, list[str]] = {
     "paper": [],

@@ -62,7 +62,8 @@ def test_masked_reset_keeps_step_and_other_entries():
     opt.step()
     mask_a = torch.zeros_like(A, dtype=torch.bool)
     mask_a[1, 1] = True
-    ms.commit([mask_a, torch.zeros_like(B, dtype=torch.bool)], optimizer=opt)  # default: masked (METHOD.md, "The GRASP controller")
+    # default: masked (METHOD.md, "The GRASP controller")
+    ms.commit([mask_a, torch.zeros_like(B, dtype=torch.bool)], optimizer=opt)
     assert float(opt.state[A]["step"]) == 1.0
     assert opt.state[A]["exp_avg"][1, 1] == 0 and (opt.state[A]["exp_avg"][~mask_a] != 0).all()
     with pytest.raises(ValueError, match="optimizer_reset"):
@@ -239,7 +240,10 @@ def test_dense_run_scorer_commits_a_ratio_not_a_mask():
     ms.rezero()
     assert all(torch.equal(a, b) for a, b in zip(dense, weights()))
     # after the commit, L0 is the committed ratio's mask cut from (and scored on) the current weights
+    ranked = scorer.refreshes
     assert scorer.committed_loss() == pytest.approx(l_half)
+    scorer.refresh_importance()  # the controller's step 2 reuses the ranking L0 just made
+    assert scorer.refreshes == ranked + 1
     with torch.no_grad():
         A[0, 2] = 5.0  # training moved a small entry: the ratio's mask is recomputed, not replayed
     # A now keeps 5.0, 3.0, 2.0, 1.5 (its 0.1 grew to 5.0 and pushed 1.0 out); B keeps 3.8 as before

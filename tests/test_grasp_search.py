@@ -61,7 +61,8 @@ def test_empty_micro_dev_is_one_clear_error_before_training(exp, tmp_path):
 
 
 def test_one_controller_run_is_shared_by_every_seed_and_the_grid_selects_one_ratio(exp):
-    """The paper's protocol (METHOD.md, "Final run and grid search"): one controller run (controller seed), a final run per seed at
+    """The paper's protocol (METHOD.md, "Final run and grid search"): one controller run (controller seed),
+    a final run per seed at
     its p*, every grid ratio for every seed, one ratio selected by mean validation loss."""
     from grasp_lora.io import read_json
 

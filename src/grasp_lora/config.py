@@ -103,9 +103,11 @@ class ControllerConfig:
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
     # Variants beyond the paper (METHOD.md, "The GRASP controller", Controller variants); the defaults are the paper's.
-    # advantage: centered (a_i = r_i - mean r, METHOD.md, "The GRASP controller") | standardized (divided by the group's std, as GRPO)
+    # advantage: centered (a_i = r_i - mean r, METHOD.md, "The GRASP controller") | standardized (divided
+    # by the group's std, as GRPO)
     advantage: str = "centered"
-    # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") | lookahead (each mask, and
+    # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") |
+    # lookahead (each mask, and
     # the committed one for L0, is first trained for lookahead_steps optimizer steps, then scored)
     reward: str = "immediate"
     lookahead_steps: int = 5

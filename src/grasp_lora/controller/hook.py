@@ -105,7 +105,8 @@ class MaskedModelScorer:
 class LookaheadScorer(MaskedModelScorer):
     """`controller.reward: lookahead`: a mask is scored after the model has been trained under it.
 
-    The immediate reward (METHOD.md, "The GRASP controller") measures the damage a mask does to weights that were trained
+    The immediate reward (METHOD.md, "The GRASP controller") measures the damage a mask does to weights
+    that were trained
     without it, so pruning more always looks worse and the controller drifts to low ratios even
     where the grid shows that training under a higher ratio ends better. Here each candidate's
     mask, and the committed mask for L0, is applied, the factors are trained for `steps` optimizer
@@ -199,17 +200,24 @@ class DenseRunScorer(MaskedModelScorer):
         if self.mask_state.has_commit:
             raise ValueError("DenseRunScorer needs a MaskState without a committed mask")
         self.committed_ratio: Optional[float] = None
+        self._ranked_for_round = False
 
     def committed_loss(self) -> float:
         if self.committed_ratio is None:
             return float(self.evaluate_loss())
-        self.refresh_importance()
+        # p_c's mask needs this round's ranking before the controller asks for it; rank once
+        super().refresh_importance()
+        self._ranked_for_round = True
         return self.candidate_loss(self.committed_ratio)
+
+    def refresh_importance(self) -> None:
+        if not self._ranked_for_round:  # the weights have not moved since committed_loss ranked them
+            super().refresh_importance()
+        self._ranked_for_round = False
 
     def commit(self, ratio: float) -> float:
         self.committed_ratio = float(ratio)
-        masks = self._masks(ratio)
-        return sum(int(m.sum().item()) for m in masks) / self.mask_state.total_entries
+        return self.mask_state.mask_sparsity(self._masks(ratio))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "committed_ratio": self.committed_ratio}

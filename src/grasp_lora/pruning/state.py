@@ -30,7 +30,8 @@ def zero_optimizer_state(optimizer: Any, param: torch.Tensor, mask: Optional[tor
 
     With `mask`: every tensor-valued entry with param's shape (AdamW's exp_avg / exp_avg_sq, SGD
     momentum, Adam's max_exp_avg_sq) at the masked positions; scalar entries such as `step` are
-    left alone (METHOD.md, "The GRASP controller"). Without: EVERY state tensor, whole, the 0-dim AdamW `step` included, so
+    left alone (METHOD.md, "The GRASP controller"). Without: EVERY state tensor, whole, the 0-dim AdamW
+    `step` included, so
     bias correction restarts: what the authors' scripts do to a factor that gets newly pruned
     entries (`fidelity: authors`). Sharded optimizer states (ZeRO/FSDP) have other shapes and
     are not reached here.
@@ -115,8 +116,11 @@ class MaskState:
 
     def committed_sparsity(self) -> float:
         """Fraction of all factor entries in the committed mask (the real sparsity it imposes)."""
-        pruned = sum(int(m.sum().item()) for m in self._masks)
-        return pruned / self.total_entries
+        return self.mask_sparsity(self._masks)
+
+    def mask_sparsity(self, masks: Sequence[torch.Tensor]) -> float:
+        """Fraction of all factor entries that `masks` (one per factor) would prune."""
+        return sum(int(m.sum().item()) for m in masks) / self.total_entries
 
     # -- weights -----------------------------------------------------------------------------
     def rezero(self) -> None:
@@ -157,7 +161,8 @@ class MaskState:
 
         Newly pruned entries: their current values go to the stash and the weights are zeroed
         there. With an optimizer, `optimizer_reset` says what happens to its state: "masked" zeroes
-        every param-shaped state entry at the newly pruned positions (METHOD.md, "The GRASP controller"); "whole" zeroes every
+        every param-shaped state entry at the newly pruned positions (METHOD.md, "The GRASP controller");
+        "whole" zeroes every
         state tensor of a factor that has newly pruned entries, the AdamW `step` included (the
         authors' scripts). Released entries (committed before, not now) get their stashed values
         back. `ratio` is recorded as `committed_ratio`. Returns counts {"newly_pruned", "released", "pruned"}.

@@ -20,6 +20,11 @@ process CPU time (the latter is robust to other work on a shared machine).
     python -m benchmarks.bench_real_data --data ../shared/data/xquad --langs ar --seeds 42 \
         --variants paper,std_adv --phase variants
 
+Processes running side by side write separate `--out` files; `--summarize` merges them and prints the
+issue's goals per variant (hits over the (language, seed) cases, mean test F1 against the grid's, cost):
+
+    python -m benchmarks.bench_real_data --summarize benchmarks/results/bench_real_data_*.json
+
 The XQuAD files are read from `--data`; nothing is copied into the repository (the cache lives under
 benchmarks/results/scratch/, which git ignores).
 """
@@ -228,9 +233,84 @@ def print_variants(lang: str, results: list[dict[str, Any]]) -> None:
                    "mu", "p_c"], diag)
 
 
+GRID_STEP = 0.1  # spacing of the 8-point grid: "within one grid step" of its best ratio
+REGRET_GOAL = 0.02  # issue 12's goal on the final run's validation loss
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Languages of several result files in one: per language the grid with the most seeds, per
+    (variant, seed) the last row (a later file wins), the controller of the last file."""
+    merged: dict[str, Any] = {}
+    for report in reports:
+        for lang, entry in report.get("languages", {}).items():
+            m = merged.setdefault(lang, {"grid": None, "variants": {}})
+            grid = entry.get("grid")
+            if grid is not None and (m["grid"] is None or len(grid["seeds"]) >= len(m["grid"]["seeds"])):
+                m["grid"] = grid
+            for name, v in entry.get("variants", {}).items():
+                mv = m["variants"].setdefault(name, {"variant": name, "controller": v["controller"], "rows": {}})
+                mv["controller"] = v["controller"]
+                for row in v["rows"]:
+                    mv["rows"][str(row["seed"])] = row
+    # The grid columns come from the merged grid: it has the most seeds, so its selected ratio (and
+    # the test scores taken there) is the protocol's; rows run before their grid was complete get them too.
+    for m in merged.values():
+        for v in m["variants"].values():
+            for key, row in v["rows"].items():
+                g = (m["grid"] or {}).get("seeds", {}).get(key)
+                if g is not None:
+                    v["rows"][key] = {**row, "regret": row["val_loss"] - g["best_val_loss"],
+                                      "grid_best_ratio": g["best_ratio"], "grid_test": g["test"],
+                                      "grid_selected_ratio": m["grid"]["selected_ratio"],
+                                      "grid_cpu_s": sum(p.get("cpu_s") or 0.0 for p in g["points"])}
+    return merged
+
+
+def scoreboard(merged: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per variant, over every (language, seed) case that has a grid: the issue's three goals.
+
+    - a case is a hit when regret <= REGRET_GOAL or p* is within one grid step of the seed's best ratio;
+    - test F1: the variant's mean over the cases against the mean of the grid's run at its selected ratio;
+    - cost per language: (1 controller run + the final runs) / (the grid points of those seeds), CPU time.
+    """
+    import statistics
+
+    out = []
+    names = sorted({n for m in merged.values() for n in m["variants"]})
+    for name in names:
+        cases, f1, grid_f1, costs = [], [], [], {}
+        for lang, m in sorted(merged.items()):
+            v = m["variants"].get(name)
+            if v is None:
+                continue
+            rows = [r for r in v["rows"].values() if r.get("regret") is not None]
+            for r in sorted(rows, key=lambda r: r["seed"]):
+                near = abs(r["p_star"] - r["grid_best_ratio"]) <= GRID_STEP + 1e-9
+                cases.append({"lang": lang, "seed": r["seed"], "p_star": r["p_star"], "grid_best": r["grid_best_ratio"],
+                              "regret": r["regret"], "hit": r["regret"] <= REGRET_GOAL or near})
+                f1.append(r["test"].get("f1"))
+                grid_f1.append(r["grid_test"].get("f1"))
+            if rows:
+                grasp = (v["controller"].get("cpu_s") or 0.0) + sum(r["final_cpu_s"] or 0.0 for r in rows)
+                costs[lang] = grasp / sum(r["grid_cpu_s"] for r in rows)
+        if cases:
+            out.append({"variant": name, "cases": cases, "hits": sum(c["hit"] for c in cases),
+                        "mean_regret": statistics.fmean(c["regret"] for c in cases),
+                        "mean_test_f1": statistics.fmean(f1), "mean_grid_test_f1": statistics.fmean(grid_f1),
+                        "cost_over_grid_cpu": costs})
+    return out
+
+
+def print_scoreboard(board: list[dict[str, Any]]) -> None:
+    print("\n== against issue 12's goals (hit: regret <= 0.02 or p* within one grid step of the seed's best)")
+    C.print_table(["variant", "cases", "hits", "mean regret", "mean test F1", "grid's mean test F1", "cost/grid (cpu)"],
+                  [[b["variant"], len(b["cases"]), b["hits"], b["mean_regret"], b["mean_test_f1"], b["mean_grid_test_f1"],
+                    ", ".join(f"{k} {x:.2f}" for k, x in b["cost_over_grid_cpu"].items())] for b in board])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, type=Path, help="folder with xquad.{en,ar,zh}.dev.json")
+    ap.add_argument("--data", type=Path, help="folder with xquad.{en,ar,zh}.dev.json (required unless --summarize)")
     ap.add_argument("--langs", default="ar,zh")
     ap.add_argument("--seeds", default="42,1337,9001")
     ap.add_argument("--variants", default="paper")
@@ -244,7 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", default=str(C.RESULTS_DIR / "bench_real_data.json"))
+    ap.add_argument("--summarize", nargs="+", type=Path, metavar="JSON",
+                    help="run nothing: merge these result files (one per process) and print the goals' scoreboard")
     args = ap.parse_args(argv)
+    if args.summarize:
+        board = scoreboard(merge_reports([json.loads(f.read_text()) for f in args.summarize]))
+        print_scoreboard(board)
+        C.write_report({"benchmark": "bench_real_data --summarize", "files": [str(f) for f in args.summarize],
+                        "scoreboard": board}, args.out)
+        return 0
+    if args.data is None:
+        ap.error("--data is required (the folder holding xquad.{en,ar,zh}.dev.json)")
     args.langs = [x for x in args.langs.split(",") if x]
     args.seeds = [int(x) for x in args.seeds.split(",") if x]
     variants = [x for x in args.variants.split(",") if x]

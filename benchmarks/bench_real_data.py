@@ -41,8 +41,7 @@ from benchmarks import _common as C
 RECIPE = Path(__file__).resolve().parent / "real_data.yaml"
 
 # Named controller variants: config overrides on top of the recipe. `paper` is METHOD.md, "The GRASP
-# controller", as shipped
-# (fidelity fixed), `authors` the released scripts' behaviour.
+# controller", as shipped (fidelity fixed), `authors` the released scripts' behaviour.
 VARIANTS: dict[str, list[str]] = {
     "paper": [],
     "authors": ["controller.fidelity=authors"],
@@ -134,6 +133,15 @@ def run_grid(args, lang: str, files, train: bool = True) -> dict[str, Any] | Non
     return out
 
 
+def grid_columns(grid: dict[str, Any], seed_grid: dict[str, Any], val_loss: float) -> dict[str, Any]:
+    """A final run's columns against its seed's grid: regret, the seed's best ratio, the grid's
+    selected ratio and its test scores, and the grid's cost."""
+    return {"regret": val_loss - seed_grid["best_val_loss"], "grid_best_ratio": seed_grid["best_ratio"],
+            "grid_selected_ratio": grid["selected_ratio"], "grid_test": seed_grid["test"],
+            "grid_wall_s": sum(p["wall_clock_s"] for p in seed_grid["points"]),
+            "grid_cpu_s": sum(p.get("cpu_s") or 0.0 for p in seed_grid["points"])}
+
+
 def run_variant(args, lang: str, files, name: str, grid: dict[str, Any] | None) -> dict[str, Any]:
     """One controller run and a final run per seed; regret and grid columns when the grid is complete."""
     from grasp_lora.io import read_json
@@ -152,11 +160,7 @@ def run_variant(args, lang: str, files, name: str, grid: dict[str, Any] | None) 
                "test": C.headline_metrics(metrics), "final_wall_s": final["wall_clock_s"], "final_cpu_s": final.get("cpu_s"),
                "regret": None, "grid_best_ratio": None, "grid_test": {}, "grid_wall_s": None, "grid_cpu_s": None}
         if grid is not None:
-            g = grid["seeds"][seed]
-            row.update(regret=final["best_val_loss"] - g["best_val_loss"], grid_best_ratio=g["best_ratio"],
-                       grid_selected_ratio=grid["selected_ratio"], grid_test=g["test"],
-                       grid_wall_s=sum(p["wall_clock_s"] for p in g["points"]),
-                       grid_cpu_s=sum(p.get("cpu_s") or 0.0 for p in g["points"]))
+            row.update(grid_columns(grid, grid["seeds"][seed], final["best_val_loss"]))
         rows.append(row)
     cost = {
         "grasp_wall_s": controller["wall_clock_s"] + sum(r["final_wall_s"] for r in rows),
@@ -259,11 +263,14 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
             for key, row in v["rows"].items():
                 g = (m["grid"] or {}).get("seeds", {}).get(key)
                 if g is not None:
-                    v["rows"][key] = {**row, "regret": row["val_loss"] - g["best_val_loss"],
-                                      "grid_best_ratio": g["best_ratio"], "grid_test": g["test"],
-                                      "grid_selected_ratio": m["grid"]["selected_ratio"],
-                                      "grid_cpu_s": sum(p.get("cpu_s") or 0.0 for p in g["points"])}
+                    v["rows"][key] = {**row, **grid_columns(m["grid"], g, row["val_loss"])}
     return merged
+
+
+def case(lang: str, seed: int, p_star: float, best_ratio: float, regret: float) -> dict[str, Any]:
+    """One (language, seed) case; a hit when regret <= REGRET_GOAL or p* is within one grid step of the best."""
+    hit = regret <= REGRET_GOAL or abs(p_star - best_ratio) <= GRID_STEP + 1e-9
+    return {"lang": lang, "seed": seed, "p_star": p_star, "grid_best": best_ratio, "regret": regret, "hit": hit}
 
 
 def scoreboard(merged: dict[str, Any]) -> list[dict[str, Any]]:
@@ -285,9 +292,7 @@ def scoreboard(merged: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             rows = [r for r in v["rows"].values() if r.get("regret") is not None]
             for r in sorted(rows, key=lambda r: r["seed"]):
-                near = abs(r["p_star"] - r["grid_best_ratio"]) <= GRID_STEP + 1e-9
-                cases.append({"lang": lang, "seed": r["seed"], "p_star": r["p_star"], "grid_best": r["grid_best_ratio"],
-                              "regret": r["regret"], "hit": r["regret"] <= REGRET_GOAL or near})
+                cases.append(case(lang, r["seed"], r["p_star"], r["grid_best_ratio"], r["regret"]))
                 f1.append(r["test"].get("f1"))
                 grid_f1.append(r["grid_test"].get("f1"))
             if rows:
@@ -308,10 +313,7 @@ def scoreboard(merged: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         for seed, gs in sorted(g["seeds"].items()):
             loss = next(p["val_loss"] for p in gs["points"] if abs(p["ratio"] - g["selected_ratio"]) < 1e-9)
-            regret = loss - gs["best_val_loss"]
-            near = abs(g["selected_ratio"] - gs["best_ratio"]) <= GRID_STEP + 1e-9
-            cases.append({"lang": lang, "seed": int(seed), "p_star": g["selected_ratio"], "grid_best": gs["best_ratio"],
-                          "regret": regret, "hit": regret <= REGRET_GOAL or near})
+            cases.append(case(lang, int(seed), g["selected_ratio"], gs["best_ratio"], loss - gs["best_val_loss"]))
             f1.append(gs["test"].get("f1"))
     if cases:
         out.append({"variant": "grid's selected ratio (reference)", "cases": cases, "hits": sum(c["hit"] for c in cases),

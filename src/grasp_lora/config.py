@@ -107,8 +107,8 @@ class ControllerConfig:
     # by the group's std, as GRPO)
     advantage: str = "centered"
     # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") |
-    # lookahead (each mask, and
-    # the committed one for L0, is first trained for lookahead_steps optimizer steps, then scored)
+    # lookahead (each mask, and the committed one for L0, is first trained for lookahead_steps
+    # optimizer steps, then scored)
     reward: str = "immediate"
     lookahead_steps: int = 5
     # train_under_mask: true (the paper: the committed ratio's mask is applied and the controller run

@@ -184,9 +184,9 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _runtime(root: Path) -> dict[str, Any]:
-    """The cost of an experiment (METHOD.md, "Final run and grid search"): grid = every ratio for every
-    seed; GRASP = its
-    controller run(s) + one final run per seed. Minutes of wall-clock, as recorded by each run."""
+    """The cost of an experiment (METHOD.md, "Final run and grid search"): grid = every ratio for
+    every seed; GRASP = its controller run(s) + one final run per seed. Minutes of wall-clock, as
+    recorded by each run."""
     def minutes(paths: list[Path]) -> float:
         return sum(read_json(p)["wall_clock_s"] for p in paths) / 60
 

@@ -92,9 +92,8 @@ def policy_update(
     p_max: float,
     advantage: str = "centered",
 ) -> tuple[float, float, list[float]]:
-    """Step 5 of METHOD.md, "The GRASP controller". Returns (new mu, new sigma, advantages). Inputs are the
-    values before the
-    update (mu, sigma and p_c of this round, before its commit).
+    """Step 5 of METHOD.md, "The GRASP controller". Returns (new mu, new sigma, advantages). Inputs
+    are the values before the update (mu, sigma and p_c of this round, before its commit).
 
     advantage: "centered" (the paper: a_i = r_i - mean r) or "standardized" (GRPO's
     (r_i - mean r) / std r, population std; all zero when the rewards are all equal), which makes

@@ -30,9 +30,8 @@ def zero_optimizer_state(optimizer: Any, param: torch.Tensor, mask: Optional[tor
 
     With `mask`: every tensor-valued entry with param's shape (AdamW's exp_avg / exp_avg_sq, SGD
     momentum, Adam's max_exp_avg_sq) at the masked positions; scalar entries such as `step` are
-    left alone (METHOD.md, "The GRASP controller"). Without: EVERY state tensor, whole, the 0-dim AdamW
-    `step` included, so
-    bias correction restarts: what the authors' scripts do to a factor that gets newly pruned
+    left alone (METHOD.md, "The GRASP controller"). Without: EVERY state tensor, whole, the 0-dim
+    AdamW `step` included, so bias correction restarts: what the authors' scripts do to a factor that gets newly pruned
     entries (`fidelity: authors`). Sharded optimizer states (ZeRO/FSDP) have other shapes and
     are not reached here.
     """
@@ -161,9 +160,9 @@ class MaskState:
 
         Newly pruned entries: their current values go to the stash and the weights are zeroed
         there. With an optimizer, `optimizer_reset` says what happens to its state: "masked" zeroes
-        every param-shaped state entry at the newly pruned positions (METHOD.md, "The GRASP controller");
-        "whole" zeroes every
-        state tensor of a factor that has newly pruned entries, the AdamW `step` included (the
+        every param-shaped state entry at the newly pruned positions (METHOD.md, "The GRASP
+        controller"); "whole" zeroes every state tensor of a factor that has newly pruned entries,
+        the AdamW `step` included (the
         authors' scripts). Released entries (committed before, not now) get their stashed values
         back. `ratio` is recorded as `committed_ratio`. Returns counts {"newly_pruned", "released", "pruned"}.
         """

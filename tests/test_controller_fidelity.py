@@ -153,6 +153,14 @@ def test_config_variants_and_refusals():
     with pytest.raises(ConfigError, match="fidelity"):
         load_config(None, ["controller.fidelity=authors", "controller.reward=lookahead"])
     assert load_config(None, ["controller.train_under_mask=false"]).controller.train_under_mask is False
+    # The default resolves per controller: dense run for the default controller, the paper's
+    # masked run where the variant needs it (authors' scripts, lookahead), the paper's on request.
+    resolved = lambda *o: load_config(None, list(o)).controller.resolved_train_under_mask()  # noqa: E731
+    assert load_config(None, []).controller.train_under_mask is None and resolved() is False
+    assert resolved("controller.fidelity=authors") is True
+    assert resolved("controller.reward=lookahead") is True
+    assert resolved("controller.train_under_mask=true") is True
+    assert resolved("controller.advantage=standardized") is False
     with pytest.raises(ConfigError, match="train_under_mask"):
         load_config(None, ["controller.train_under_mask=false", "controller.reward=lookahead"])
     with pytest.raises(ConfigError, match="fidelity"):

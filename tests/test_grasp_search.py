@@ -117,9 +117,9 @@ def test_lookahead_and_standardized_variants_run_and_are_recorded(exp, tmp_path)
         assert sum(a * a for a in adv) / len(adv) == pytest.approx(1.0) or all(a == 0 for a in adv)
 
 
-def test_dense_run_variant_never_masks_the_controller_run(exp, tmp_path):
-    c = replace(exp.cfg.controller, train_under_mask=False)
-    result, history = controller_run(exp, tmp_path / "dense", replace(exp.cfg, controller=c))
+def test_default_controller_is_the_dense_run_and_never_masks_the_controller_run(exp, tmp_path):
+    assert exp.cfg.controller.train_under_mask is None  # the default, resolved per controller
+    result, history = controller_run(exp, tmp_path / "dense", exp.cfg)
     assert result["train_under_mask"] is False
     records = [json.loads(line) for line in history.splitlines()]
     assert len(records) == result["rounds"] > 0

@@ -54,7 +54,10 @@ def test_pipeline_writes_every_artefact(reference_run):
     assert 0.1 <= grasp["p_star"] <= 0.8
     final = json.loads((run / "seed_42/final/result.json").read_text())
     assert final["ratio"] == grasp["p_star"]
-    assert "| GRASP (1 controller run(s) + 1 final run(s)) | 2 |" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "| GRASP (1 controller run(s) + 1 final run(s)) | 2 |" in report
+    # the default controller trains dense (METHOD.md, Controller variants), and the report says so
+    assert grasp["train_under_mask"] is False and "| dense, masks only scored |" in report
 
 
 def test_final_adapter_loads_with_plain_peft(reference_run):

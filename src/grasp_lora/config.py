@@ -113,13 +113,21 @@ class ControllerConfig:
     lookahead_steps: int = 5
     # train_under_mask: true (the paper: the committed ratio's mask is applied and the controller run
     # trains under it) | false (a commit moves p_c only; the run trains dense and every mask of a
-    # round, L0's at p_c included, is scored on the same weights)
-    train_under_mask: bool = True
+    # round, L0's at p_c included, is scored on the same weights) | None: false for the default
+    # controller (fidelity fixed, reward immediate), chosen on the real-data harness (BENCHMARKS.md,
+    # "Real data"); true under fidelity authors (the released scripts) and reward lookahead (which
+    # trains each mask by construction)
+    train_under_mask: Optional[bool] = None
 
     def resolved_p_star_rule(self) -> str:
         if self.p_star_rule is not None:
             return self.p_star_rule
         return "best_trial" if self.fidelity == "authors" else "final"
+
+    def resolved_train_under_mask(self) -> bool:
+        if self.train_under_mask is not None:
+            return self.train_under_mask
+        return not (self.fidelity == "fixed" and self.reward == "immediate")
 
 
 @dataclass
@@ -331,11 +339,12 @@ def validate(cfg: Config) -> None:
            f"controller.advantage: expected centered or standardized, got {c.advantage!r}")
     _check(c.reward in ("immediate", "lookahead"), f"controller.reward: expected immediate or lookahead, got {c.reward!r}")
     _check(c.lookahead_steps >= 1, f"controller.lookahead_steps: must be >= 1, got {c.lookahead_steps}")
-    _check(isinstance(c.train_under_mask, bool),
-           f"controller.train_under_mask: expected true or false, got {c.train_under_mask!r}")
-    _check(c.train_under_mask or c.reward == "immediate",
+    _check(c.train_under_mask is None or isinstance(c.train_under_mask, bool),
+           f"controller.train_under_mask: expected true, false or null, got {c.train_under_mask!r}")
+    _check(c.resolved_train_under_mask() or c.reward == "immediate",
            "controller.train_under_mask: false scores masks on the dense weights; combine it with reward immediate")
-    _check(c.fidelity == "fixed" or ((c.advantage, c.reward) == ("centered", "immediate") and c.train_under_mask),
+    _check(c.fidelity == "fixed"
+           or ((c.advantage, c.reward) == ("centered", "immediate") and c.resolved_train_under_mask()),
            "controller.fidelity: authors reproduces the released scripts; combine advantage/reward/train_under_mask variants "
            "with fidelity fixed")
     g = cfg.grid

@@ -154,7 +154,7 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         if (gdir / "result.json").exists():
             res = read_json(gdir / "result.json")
             controllers.append({"seed": res.get("seed"), "p_star": res["p_star"], "rule": res["p_star_rule"],
-                                "rounds": res["rounds"], "controller_round_share": res.get("controller_round_share"),
+                                "training": _controller_training(res), "rounds": res["rounds"], "controller_round_share": res.get("controller_round_share"),
                                 "wall_clock_s": res.get("wall_clock_s")})
     bertscore_settings = None
     for runs in per_family.values():
@@ -181,6 +181,14 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         "runtime": runtime,
         "bertscore": bertscore_settings,
     }
+
+
+def _controller_training(res: dict[str, Any]) -> str | None:
+    """How the controller run trained (METHOD.md, Controller variants), for the report's reader."""
+    under_mask = res.get("train_under_mask")
+    if under_mask is None:  # a result written before the key existed
+        return None
+    return "under the committed mask (the paper's)" if under_mask else "dense, masks only scored"
 
 
 def _runtime(root: Path) -> dict[str, Any]:
@@ -294,10 +302,11 @@ def build_report(run_dir: str | Path) -> Path:
                   f"Every merged system (TIES, LoRAHub, adaptive merge, grid, GRASP) also reuses the two stage-1 "
                   f"adapters: {results['stage1_minutes']:.2f} minutes, counted once.", ""]
     if results["controller"]:
-        lines += ["## Controller", "", "| seed | p* | rule | rounds | round share of run |", "|---|---:|---|---:|---:|"]
+        lines += ["## Controller", "", "| seed | p* | rule | controller run | rounds | round share of run |",
+                  "|---|---:|---|---|---:|---:|"]
         for c in results["controller"]:
             share = c.get("controller_round_share")
-            lines.append(f"| {_list(c['seed'])} | {c['p_star']:.4f} | {c['rule']} | {c['rounds']} | "
+            lines.append(f"| {_list(c['seed'])} | {c['p_star']:.4f} | {c['rule']} | {c.get('training') or '–'} | {c['rounds']} | "
                          f"{'–' if share is None else f'{100 * share:.1f}%'} |")
         lines.append("")
     lines += ["## Runtime: grid search vs GRASP", "", _runtime_table(results), "",

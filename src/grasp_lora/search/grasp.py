@@ -81,7 +81,7 @@ def run_grasp_search(
         scorer = LookaheadScorer(mask_state, evaluate_loss, get_optimizer, model=model, train_set=train_set,
                                  steps=c.lookahead_steps, seed=c.seed, targets_only=cfg.train.targets_only_head,
                                  **scorer_args)
-    elif not c.train_under_mask:
+    elif not c.resolved_train_under_mask():
         scorer = DenseRunScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
     else:
         scorer = MaskedModelScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
@@ -110,7 +110,7 @@ def run_grasp_search(
         "fidelity": c.fidelity,
         "advantage": c.advantage,
         "reward": c.reward,
-        "train_under_mask": c.train_under_mask,
+        "train_under_mask": c.resolved_train_under_mask(),
         "rounds": len(controller.history),
         "final_p_c": controller.p_c,
         "mu": controller.policy.mu,

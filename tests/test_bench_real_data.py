@@ -1,0 +1,59 @@
+"""The real-data harness's bookkeeping (no model, no data): named variants, the hit rule, merging
+result files from processes that ran side by side."""
+
+import pytest
+
+from benchmarks.bench_real_data import RECIPE, VARIANTS, case, merge_reports
+from grasp_lora.config import load_config
+
+
+def test_every_named_variant_parses_and_keeps_its_meaning_whatever_the_default():
+    resolved = {}
+    for name, overrides in VARIANTS.items():
+        c = load_config(RECIPE, overrides).controller
+        resolved[name] = (c.fidelity, c.advantage, c.reward, c.resolved_train_under_mask())
+    # each name spells out how its controller run trains, so a change of default cannot rename it
+    assert all("controller.train_under_mask" in " ".join(o) or "fidelity=authors" in " ".join(o)
+               or "reward=lookahead" in " ".join(o) for o in VARIANTS.values())
+    assert resolved["paper"] == ("fixed", "centered", "immediate", True)
+    assert resolved["authors"] == ("authors", "centered", "immediate", True)
+    assert resolved["dense_run"] == ("fixed", "centered", "immediate", False)
+    assert resolved["dense_run_std"] == ("fixed", "standardized", "immediate", False)
+    # the default controller is the dense run
+    assert load_config(RECIPE, []).controller.resolved_train_under_mask() is False
+
+
+@pytest.mark.parametrize("p_star, best, regret, hit", [
+    (0.703, 0.8, 0.071, True),    # within one grid step, whatever the regret
+    (0.537, 0.8, 0.059, False),
+    (0.537, 0.8, 0.020, True),    # regret at the goal
+    (0.397, 0.1, 0.021, False),
+    (0.2, 0.1, 0.5, True),        # one step below
+])
+def test_a_case_is_a_hit_by_regret_or_by_ratio(p_star, best, regret, hit):
+    assert case("ar", 42, p_star, best, regret)["hit"] is hit
+
+
+def _grid(seeds, best_loss):
+    return {"selected_ratio": 0.8, "per_ratio": {}, "seeds": {
+        s: {"best_ratio": 0.8, "best_val_loss": best_loss, "test": {"f1": 40.0},
+            "points": [{"wall_clock_s": 10.0, "cpu_s": 20.0}]} for s in seeds}}
+
+
+def _variant(seed, val_loss, p_star):
+    return {"controller": {"p_star": p_star}, "rows": [{"seed": seed, "p_star": p_star, "val_loss": val_loss}]}
+
+
+def test_merge_keeps_the_grid_with_most_seeds_and_the_last_row_per_seed():
+    first = {"languages": {"zh": {"grid": _grid(["42"], 1.0), "variants": {"paper": _variant(42, 1.2, 0.4)}}}}
+    later = {"languages": {"zh": {"grid": _grid(["42", "1337"], 0.9),
+                                  "variants": {"paper": _variant(1337, 1.1, 0.4)}}}}
+    rerun = {"languages": {"zh": {"grid": None, "variants": {"paper": _variant(42, 1.05, 0.4)}}}}
+    merged = merge_reports([first, later, rerun])["zh"]
+    assert set(merged["grid"]["seeds"]) == {"42", "1337"}
+    rows = merged["variants"]["paper"]["rows"]
+    assert rows["42"]["val_loss"] == 1.05  # the later file wins
+    # regret against the merged grid's seed, for rows from files that had no grid
+    assert rows["42"]["regret"] == pytest.approx(1.05 - 0.9)
+    assert rows["1337"]["regret"] == pytest.approx(1.1 - 0.9)
+    assert rows["42"]["grid_cpu_s"] == 20.0

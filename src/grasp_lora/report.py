@@ -154,7 +154,8 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         if (gdir / "result.json").exists():
             res = read_json(gdir / "result.json")
             controllers.append({"seed": res.get("seed"), "p_star": res["p_star"], "rule": res["p_star_rule"],
-                                "training": _controller_training(res), "rounds": res["rounds"], "controller_round_share": res.get("controller_round_share"),
+                                "training": _controller_training(res), "rounds": res["rounds"],
+                                "controller_round_share": res.get("controller_round_share"),
                                 "wall_clock_s": res.get("wall_clock_s")})
     bertscore_settings = None
     for runs in per_family.values():

@@ -307,8 +307,8 @@ def build_report(run_dir: str | Path) -> Path:
                   "|---|---:|---|---|---:|---:|"]
         for c in results["controller"]:
             share = c.get("controller_round_share")
-            lines.append(f"| {_list(c['seed'])} | {c['p_star']:.4f} | {c['rule']} | {c.get('training') or '–'} | {c['rounds']} | "
-                         f"{'–' if share is None else f'{100 * share:.1f}%'} |")
+            lines.append(f"| {_list(c['seed'])} | {c['p_star']:.4f} | {c['rule']} | {c.get('training') or '–'} | "
+                         f"{c['rounds']} | {'–' if share is None else f'{100 * share:.1f}%'} |")
         lines.append("")
     lines += ["## Runtime: grid search vs GRASP", "", _runtime_table(results), "",
               "GRASP = one controller run (p*) + a final run at p* per seed; grid = one fixed-ratio run per ratio "

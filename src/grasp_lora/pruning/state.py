@@ -31,9 +31,9 @@ def zero_optimizer_state(optimizer: Any, param: torch.Tensor, mask: Optional[tor
     With `mask`: every tensor-valued entry with param's shape (AdamW's exp_avg / exp_avg_sq, SGD
     momentum, Adam's max_exp_avg_sq) at the masked positions; scalar entries such as `step` are
     left alone (METHOD.md, "The GRASP controller"). Without: EVERY state tensor, whole, the 0-dim
-    AdamW `step` included, so bias correction restarts: what the authors' scripts do to a factor that gets newly pruned
-    entries (`fidelity: authors`). Sharded optimizer states (ZeRO/FSDP) have other shapes and
-    are not reached here.
+    AdamW `step` included, so bias correction restarts: what the authors' scripts do to a factor
+    that gets newly pruned entries (`fidelity: authors`). Sharded optimizer states (ZeRO/FSDP) have
+    other shapes and are not reached here.
     """
     state = getattr(optimizer, "state", None)
     if state is None or param not in state:
@@ -162,8 +162,7 @@ class MaskState:
         there. With an optimizer, `optimizer_reset` says what happens to its state: "masked" zeroes
         every param-shaped state entry at the newly pruned positions (METHOD.md, "The GRASP
         controller"); "whole" zeroes every state tensor of a factor that has newly pruned entries,
-        the AdamW `step` included (the
-        authors' scripts). Released entries (committed before, not now) get their stashed values
+        the AdamW `step` included (the authors' scripts). Released entries (committed before, not now) get their stashed values
         back. `ratio` is recorded as `committed_ratio`. Returns counts {"newly_pruned", "released", "pruned"}.
         """
         if optimizer_reset not in ("masked", "whole"):

@@ -1,11 +1,10 @@
 """The controller run (METHOD.md, "The GRASP controller"): merged adapters trained at batch 1 x
 accumulation 1 while the GRPO controller learns a global prune ratio online; its output is p*, the
-rule that chose it, and the
-history of every round.
+rule that chose it, and the history of every round.
 
 Several processes (METHOD.md, "The GRASP controller", Several processes): every process trains on
-its share of each batch and runs every controller round itself. The candidates come from the controller's own generator,
-seeded identically everywhere; the micro-dev losses are computed on shards and all-reduced, so
+its share of each batch and runs every controller round itself. The candidates come from the
+controller's own generator, seeded identically everywhere; the micro-dev losses are computed on shards and all-reduced, so
 every process sees the same numbers; the weights are identical (gradients are summed over
 processes), hence so is the importance and every mask. At the end the processes compare digests
 of their history and committed masks and fail loudly if they differ; rank 0 alone writes.

@@ -78,8 +78,7 @@ def collect_grid(grid_dir: str | Path, ratios: list[float], select_by: str = "va
 def select_across_seeds(per_seed: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     """The grid's one ratio for an experiment (METHOD.md, "Final run and grid search"): the lowest
     validation loss averaged over the seeds (ties to the lower ratio). Every seed must have run
-    every ratio, so that each mean
-    is over the same seeds. `per_seed` maps a seed to its `collect_grid` summary."""
+    every ratio, so that each mean is over the same seeds. `per_seed` maps a seed to its `collect_grid` summary."""
     import statistics
 
     if not per_seed:

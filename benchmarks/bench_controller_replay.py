@@ -1,0 +1,262 @@
+"""Replay controller variants offline on the real reward landscape of a dense controller run.
+
+Under `controller.train_under_mask: false` (the default controller) the controller run trains the
+merged adapters dense and only scores masks, so its weights follow the same trajectory whatever the
+controller decides. One probe run therefore settles every such variant's rewards: at each round it
+takes the micro-dev loss of the dense model and of the magnitude masks at a fixed list of ratios
+(`--probe-ratios`, cut by the same ranking the controller uses). Any variant of the controller (policy
+lr, advantage, candidates, step bound, p* rule) and any controller seed can then be replayed by the
+real `GRPOController` against that table (losses between probed ratios interpolated linearly), and
+its p* scored against each seed's grid curve (validation loss interpolated between grid points).
+
+This screens variants on hundreds of controller seeds for the price of one run per language; the
+harness (`bench_real_data`) then confirms a chosen variant with real final runs.
+
+    python -m benchmarks.bench_controller_replay --phase probe --data ../shared/data/xquad --langs ar
+    python -m benchmarks.bench_controller_replay --phase replay --langs ar,zh
+
+`--phase probe` needs the harness's cache (stage-1 adapters, and the grid for `replay`): it reuses
+`bench_real_data`'s work folder and recipe. `--phase replay` also checks the table against the
+histories of the real dense controller runs in that folder (same weights, so the interpolated
+losses should match their recorded ones), and that replaying those variants gives their p*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from benchmarks import _common as C
+from benchmarks import bench_real_data as R
+from grasp_lora.controller import grpo
+from grasp_lora.controller.grpo import GRPOController
+
+# Variants screened by replay: overrides of ControllerConfig on top of the recipe's controller with
+# train_under_mask false (the probe's trajectory is only theirs). `dense_run` and `dense_run_std` are
+# the harness variants of the same names, replayed to check the replay against their real runs.
+REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
+    "dense_run": {},
+    "dense_run_std": {"advantage": "standardized"},
+    "std_lr0.02": {"advantage": "standardized", "policy_lr": 0.02},
+    "std_lr0.01": {"advantage": "standardized", "policy_lr": 0.01},
+    "std_lr0.005": {"advantage": "standardized", "policy_lr": 0.005},
+    "std_lr0.01_c6": {"advantage": "standardized", "policy_lr": 0.01, "candidates": 6},
+    "std_lr0.02_c6": {"advantage": "standardized", "policy_lr": 0.02, "candidates": 6},
+    "centered_c6": {"candidates": 6},
+    "std_lr0.01_step0.2": {"advantage": "standardized", "policy_lr": 0.01, "max_step": 0.2},
+    "dense_run_best_trial": {"p_star_rule": "best_trial"},
+    "std_best_trial": {"advantage": "standardized", "p_star_rule": "best_trial"},
+}
+
+
+class ProbeController(GRPOController):
+    """Scores the dense model and fixed ratios every round; never commits, never samples."""
+
+    probe_ratios: Sequence[float] = ()
+
+    def run_round(self, step: int, scorer: grpo.RatioScorer) -> dict[str, Any]:
+        dense = float(scorer.committed_loss())  # no commit ever: the dense model's loss
+        scorer.refresh_importance()
+        losses = [float(scorer.candidate_loss(r)) for r in self.probe_ratios]
+        self.round += 1
+        record = {"step": int(step), "round": self.round, "dense_loss": dense, "ratios": list(self.probe_ratios),
+                  # the keys the history's readers (plot, report) expect, for a controller that stands still
+                  "p_c": self.p_c, "mu": self.policy.mu, "sigma": self.policy.sigma, "candidates": list(self.probe_ratios),
+                  "losses": losses, "rewards": [dense - x for x in losses], "L0": dense, "committed_ratio": None}
+        self.history.append(record)
+        return dict(record)
+
+
+@contextlib.contextmanager
+def probing(ratios: Sequence[float]) -> Iterator[None]:
+    """run_grasp_search builds `grpo.GRPOController`: swap the probe in for the duration."""
+    ProbeController.probe_ratios = tuple(ratios)
+    saved = grpo.GRPOController
+    grpo.GRPOController = ProbeController
+    try:
+        yield
+    finally:
+        grpo.GRPOController = saved
+
+
+def probe(args, lang: str, files) -> Path:
+    parent = R.base_experiment(args, lang, files)
+    cfg = R.lang_config(args, lang, files, args.seeds, R.VARIANTS["dense_run"])
+    exp = C.child_experiment(parent, cfg, args.work / lang / "probe", fresh=False)
+    with probing(args.probe_ratios):
+        exp.grasp()
+    return exp.grasp_dir() / "history.jsonl"
+
+
+class TableScorer:
+    """A RatioScorer that reads the probe's table: round t's losses, linear between probed ratios."""
+
+    def __init__(self, table: list[dict[str, Any]]) -> None:
+        self.table, self.round, self.committed_ratio = table, -1, None
+
+    def _loss(self, ratio: float) -> float:
+        t = self.table[self.round]
+        return float(np.interp(ratio, [0.0, *t["ratios"]], [t["dense_loss"], *t["losses"]]))
+
+    def committed_loss(self) -> float:
+        self.round += 1  # the first call of every round
+        if self.committed_ratio is None:
+            return float(self.table[self.round]["dense_loss"])
+        return self._loss(self.committed_ratio)
+
+    def refresh_importance(self) -> None:
+        pass
+
+    def candidate_loss(self, ratio: float) -> float:
+        return self._loss(ratio)
+
+    def commit(self, ratio: float) -> float:
+        self.committed_ratio = float(ratio)
+        return float(ratio)
+
+
+def replay(table: list[dict[str, Any]], ccfg, seed: int) -> tuple[float, list[dict[str, Any]]]:
+    controller = GRPOController(replace(ccfg, seed=seed))
+    scorer = TableScorer(table)
+    for t in table:
+        controller.run_round(t["step"], scorer)
+    return controller.p_star(), controller.history
+
+
+def grid_val_loss(seed_grid: dict[str, Any], ratio: float) -> float:
+    pts = sorted(seed_grid["points"], key=lambda p: p["ratio"])
+    return float(np.interp(ratio, [p["ratio"] for p in pts], [p["val_loss"] for p in pts]))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_table(lang: str, table: list[dict[str, Any]], work: Path, ccfg) -> dict[str, Any]:
+    """The table against the real dense controller runs of the cache: their recorded candidate
+    losses against the table's (exact at round 1's dense loss, interpolated elsewhere), and their
+    p* against the replayed one."""
+    out: dict[str, Any] = {}
+    for name in ("dense_run", "dense_run_std"):
+        hist_path = work / lang / "variants" / name / "grasp" / "history.jsonl"
+        if not hist_path.exists():
+            continue
+        history = read_jsonl(hist_path)
+        errors, spreads = [], []
+        scorer = TableScorer(table)
+        for rec in history:
+            scorer.round = rec["round"] - 1
+            spreads.append(max(rec["losses"]) - min(rec["losses"]))
+            errors += [abs(scorer.candidate_loss(r) - x) for r, x in zip(rec["candidates"], rec["losses"])]
+        variant_cfg = replace(ccfg, **REPLAY_VARIANTS[name])
+        p_replayed, _ = replay(table[: len(history)], variant_cfg, ccfg.seed)
+        result = json.loads((hist_path.parent / "result.json").read_text()) if (hist_path.parent / "result.json").exists() else {}
+        out[name] = {"round1_dense_loss_real": history[0]["L0"], "round1_dense_loss_table": table[0]["dense_loss"],
+                     "mean_abs_error": statistics.fmean(errors), "max_abs_error": max(errors),
+                     "mean_within_round_spread": statistics.fmean(spreads),
+                     "p_star_real": result.get("p_star", history[-1]["p_c"]), "p_star_replayed": p_replayed}
+    return out
+
+
+def screen(tables: dict[str, list[dict[str, Any]]], grids: dict[str, dict[str, Any]], ccfg, seeds: Sequence[int],
+           variants: Sequence[str]) -> list[dict[str, Any]]:
+    """Per variant and language: p* over controller seeds, and the issue's hit rule per training seed."""
+    rows = []
+    for name in variants:
+        vcfg = replace(ccfg, **REPLAY_VARIANTS[name])
+        for lang, table in tables.items():
+            grid = grids.get(lang)
+            p_stars = [replay(table, vcfg, s)[0] for s in seeds]
+            row: dict[str, Any] = {"variant": name, "lang": lang, "p_star_seed42": replay(table, vcfg, 42)[0],
+                                   "p_star_mean": statistics.fmean(p_stars), "p_star_std": statistics.pstdev(p_stars),
+                                   "p_star_quartiles": [float(q) for q in np.quantile(p_stars, [0.25, 0.5, 0.75])]}
+            if grid is not None:
+                hits, regrets = [], []
+                for seed, g in grid["seeds"].items():
+                    for p in p_stars:
+                        regret = grid_val_loss(g, p) - g["best_val_loss"]
+                        regrets.append(regret)
+                        hits.append(R.case(lang, int(seed), p, g["best_ratio"], regret)["hit"])
+                row.update(hit_rate=statistics.fmean(hits), mean_regret=statistics.fmean(regrets))
+            rows.append(row)
+    return rows
+
+
+def load_grid(work_report: Optional[Path], lang: str) -> Optional[dict[str, Any]]:
+    if work_report is None or not work_report.exists():
+        return None
+    return (json.loads(work_report.read_text()).get("languages", {}).get(lang) or {}).get("grid")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phase", choices=["probe", "replay"], required=True)
+    ap.add_argument("--data", type=Path, help="folder with xquad.{en,ar,zh}.dev.json (probe)")
+    ap.add_argument("--langs", default="ar,zh")
+    ap.add_argument("--seeds", default="42,1337,9001", help="training seeds (the harness's; the probe trains seed 42's controller run)")
+    ap.add_argument("--probe-ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8")
+    ap.add_argument("--controller-seeds", type=int, default=200, help="replays per variant: controller seeds 0..N-1")
+    ap.add_argument("--variants", default=",".join(REPLAY_VARIANTS))
+    ap.add_argument("--grids", nargs="*", type=Path, default=[],
+                    help="bench_real_data result files holding each language's 3-seed grid")
+    ap.add_argument("--source-articles", type=int, default=8)
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--work", type=Path, default=C.SCRATCH_DIR / "real_data")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--out", default=str(C.RESULTS_DIR / "bench_controller_replay.json"))
+    args = ap.parse_args(argv)
+    args.langs = [x for x in args.langs.split(",") if x]
+    args.seeds = [int(x) for x in args.seeds.split(",") if x]
+    args.probe_ratios = [float(x) for x in args.probe_ratios.split(",") if x]
+    report: dict[str, Any] = C.run_header("bench_controller_replay", args) | {"args": json.loads(json.dumps(vars(args), default=str))}
+    if args.phase == "probe":
+        if args.data is None:
+            ap.error("--data is required for --phase probe")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        files = R.subset_files(args.data, args.langs, args.source_articles, args.work / "xquad")
+        for lang in args.langs:
+            print(f"probe table for {lang}: {probe(args, lang, files)}")
+        return 0
+
+    from grasp_lora.config import load_config
+
+    ccfg = replace(load_config(R.RECIPE, ["controller.train_under_mask=false"]).controller)
+    tables = {lang: read_jsonl(args.work / lang / "probe" / "grasp" / "history.jsonl") for lang in args.langs}
+    grids: dict[str, Any] = {}
+    for f in args.grids:
+        for lang in args.langs:
+            g = load_grid(f, lang)
+            if g is not None and (lang not in grids or len(g["seeds"]) > len(grids[lang]["seeds"])):
+                grids[lang] = g
+    checks = {lang: check_table(lang, t, args.work, ccfg) for lang, t in tables.items()}
+    print("== the table against the real dense controller runs (same weights)")
+    C.print_table(["lang", "run", "round-1 L0 real", "table", "mean |err|", "max |err|", "mean spread in a round",
+                   "p* real", "p* replayed"],
+                  [[lang, n, c["round1_dense_loss_real"], c["round1_dense_loss_table"], c["mean_abs_error"], c["max_abs_error"],
+                    c["mean_within_round_spread"], c["p_star_real"], c["p_star_replayed"]]
+                   for lang, cs in checks.items() for n, c in cs.items()])
+    variants = [v for v in args.variants.split(",") if v]
+    rows = screen(tables, grids, ccfg, range(args.controller_seeds), variants)
+    print(f"\n== replayed variants ({args.controller_seeds} controller seeds each; hit rate over them x the grid's training seeds)")
+    C.print_table(["variant", "lang", "p* (seed 42)", "p* mean", "p* std", "p* quartiles", "hit rate", "mean regret"],
+                  [[r["variant"], r["lang"], r["p_star_seed42"], r["p_star_mean"], r["p_star_std"],
+                    " ".join(f"{q:.2f}" for q in r["p_star_quartiles"]), r.get("hit_rate"), r.get("mean_regret")] for r in rows])
+    report.update(tables=tables, checks=checks, screen=rows)
+    C.write_report(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

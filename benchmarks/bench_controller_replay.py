@@ -86,10 +86,20 @@ def probing(ratios: Sequence[float]) -> Iterator[None]:
         grpo.GRPOController = saved
 
 
+def table_dir(work: Path, lang: str, reward: str) -> Path:
+    return work / lang / ("probe" if reward == "immediate" else f"probe_{reward}")
+
+
 def probe(args, lang: str, files) -> Path:
+    """The probe run. With `--reward lookahead` every probed loss (the dense one included) is taken
+    after `controller.lookahead_steps` steps under its mask from the round's dense weights, as
+    `LookaheadScorer` does (it restores weights and optimizer state); the probe never commits, so the
+    run still trains dense."""
     parent = R.base_experiment(args, lang, files)
-    cfg = R.lang_config(args, lang, files, args.seeds, R.VARIANTS["dense_run"])
-    exp = C.child_experiment(parent, cfg, args.work / lang / "probe", fresh=False)
+    # lookahead implies training under the committed mask, which the probe never has: dense either way
+    extra = R.VARIANTS["dense_run"] if args.reward == "immediate" else [f"controller.reward={args.reward}"]
+    cfg = R.lang_config(args, lang, files, args.seeds, extra)
+    exp = C.child_experiment(parent, cfg, table_dir(args.work, lang, args.reward), fresh=False)
     with probing(args.probe_ratios):
         exp.grasp()
     return exp.grasp_dir() / "history.jsonl"
@@ -202,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--langs", default="ar,zh")
     ap.add_argument("--seeds", default="42,1337,9001", help="training seeds (the harness's; the probe trains seed 42's controller run)")
     ap.add_argument("--probe-ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8")
+    ap.add_argument("--reward", choices=["immediate", "lookahead"], default="immediate",
+                    help="the reward the probe's losses stand for (the replayed controllers' reward)")
     ap.add_argument("--controller-seeds", type=int, default=200, help="replays per variant: controller seeds 0..N-1")
     ap.add_argument("--variants", default=",".join(REPLAY_VARIANTS))
     ap.add_argument("--grids", nargs="*", type=Path, default=[],
@@ -233,14 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     from grasp_lora.config import load_config
 
     ccfg = replace(load_config(R.RECIPE, ["controller.train_under_mask=false"]).controller)
-    tables = {lang: read_jsonl(args.work / lang / "probe" / "grasp" / "history.jsonl") for lang in args.langs}
+    tables = {lang: read_jsonl(table_dir(args.work, lang, args.reward) / "grasp" / "history.jsonl") for lang in args.langs}
     grids: dict[str, Any] = {}
     for f in args.grids:
         for lang in args.langs:
             g = load_grid(f, lang)
             if g is not None and (lang not in grids or len(g["seeds"]) > len(grids[lang]["seeds"])):
                 grids[lang] = g
-    checks = {lang: check_table(lang, t, args.work, ccfg) for lang, t in tables.items()}
+    # real dense controller runs exist for the immediate reward only
+    checks = {lang: check_table(lang, t, args.work, ccfg) for lang, t in tables.items()} if args.reward == "immediate" else {}
     print("== the table against the real dense controller runs (same weights)")
     C.print_table(["lang", "run", "round-1 L0 real", "table", "mean |err|", "max |err|", "mean spread in a round",
                    "p* real", "p* replayed"],

@@ -99,7 +99,7 @@ def test_probe_scores_the_weights_of_the_dense_controller_run(tmp_path, monkeypa
     exp.adapters()
     lang = cfg.data.target_lang
 
-    def run(out):
+    def run(out, cfg=cfg):
         model, tok = exp.base_model()
         run_grasp_search(cfg, model, tok, exp.source_target_adapters, exp.rows(lang, "train"), exp.rows(lang, "val"),
                          exp.rows(lang, "micro_dev"), out, progress=False)
@@ -115,3 +115,11 @@ def test_probe_scores_the_weights_of_the_dense_controller_run(tmp_path, monkeypa
     assert all(h["committed_ratio"] is None for h in probed)
     val = [(r.get("step"), r.get("val_loss")) for r in real_log if "val_loss" in r]
     assert val and val == [(r.get("step"), r.get("val_loss")) for r in probe_log if "val_loss" in r]
+    # the lookahead probe trains every scored mask for a few steps and restores all of it: the run's
+    # own weights are still the dense run's, and its losses are not the immediate ones
+    lookahead = load_config(resolve_recipe("demo"), [*TINY_OVERRIDES, "controller.reward=lookahead",
+                                                     "controller.lookahead_steps=2"])
+    with probing(real[0]["candidates"]):
+        ahead, ahead_log = run(tmp_path / "lookahead", lookahead)
+    assert val == [(r.get("step"), r.get("val_loss")) for r in ahead_log if "val_loss" in r]
+    assert all(h["committed_ratio"] is None for h in ahead) and ahead[0]["losses"] != probed[0]["losses"]

@@ -39,19 +39,20 @@ from grasp_lora.controller import grpo
 from grasp_lora.controller.grpo import GRPOController
 
 # Variants screened by replay: overrides of ControllerConfig on top of the recipe's controller with
-# train_under_mask false (the probe's trajectory is only theirs). `dense_run` and `dense_run_std` are
-# the harness variants of the same names, replayed to check the replay against their real runs.
+# train_under_mask false (the probe's trajectory is only theirs; its default advantage is
+# standardized). `dense_run` and `dense_run_std` are the harness variants of the same names, replayed
+# to check the replay against their real runs.
 REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
-    "dense_run": {},
+    "dense_run": {"advantage": "centered"},
     "dense_run_std": {"advantage": "standardized"},
     "std_lr0.02": {"advantage": "standardized", "policy_lr": 0.02},
     "std_lr0.01": {"advantage": "standardized", "policy_lr": 0.01},
     "std_lr0.005": {"advantage": "standardized", "policy_lr": 0.005},
     "std_lr0.01_c6": {"advantage": "standardized", "policy_lr": 0.01, "candidates": 6},
     "std_lr0.02_c6": {"advantage": "standardized", "policy_lr": 0.02, "candidates": 6},
-    "centered_c6": {"candidates": 6},
+    "centered_c6": {"advantage": "centered", "candidates": 6},
     "std_lr0.01_step0.2": {"advantage": "standardized", "policy_lr": 0.01, "max_step": 0.2},
-    "dense_run_best_trial": {"p_star_rule": "best_trial"},
+    "dense_run_best_trial": {"advantage": "centered", "p_star_rule": "best_trial"},
     "std_best_trial": {"advantage": "standardized", "p_star_rule": "best_trial"},
 }
 

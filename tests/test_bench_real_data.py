@@ -12,15 +12,18 @@ def test_every_named_variant_parses_and_keeps_its_meaning_whatever_the_default()
     for name, overrides in VARIANTS.items():
         c = load_config(RECIPE, overrides).controller
         resolved[name] = (c.fidelity, c.advantage, c.reward, c.resolved_train_under_mask())
-    # each name spells out how its controller run trains, so a change of default cannot rename it
+    # each name spells out how its controller run trains and its advantage, so a change of default
+    # cannot rename it (nor change the fingerprint of its cached runs)
     assert all("controller.train_under_mask" in " ".join(o) or "fidelity=authors" in " ".join(o)
                or "reward=lookahead" in " ".join(o) for o in VARIANTS.values())
+    assert all(any(x.startswith("controller.advantage=") for x in o) for o in VARIANTS.values())
     assert resolved["paper"] == ("fixed", "centered", "immediate", True)
     assert resolved["authors"] == ("authors", "centered", "immediate", True)
     assert resolved["dense_run"] == ("fixed", "centered", "immediate", False)
     assert resolved["dense_run_std"] == ("fixed", "standardized", "immediate", False)
-    # the default controller is the dense run
-    assert load_config(RECIPE, []).controller.resolved_train_under_mask() is False
+    # the default controller is the dense run with standardized advantages
+    default = load_config(RECIPE, []).controller
+    assert (default.resolved_train_under_mask(), default.resolved_advantage()) == (False, "standardized")
 
 
 @pytest.mark.parametrize("p_star, best, regret, hit", [

@@ -161,6 +161,19 @@ def test_config_variants_and_refusals():
     assert resolved("controller.reward=lookahead") is True
     assert resolved("controller.train_under_mask=true") is True
     assert resolved("controller.advantage=standardized") is False
+    # The advantage follows the run: standardized for the dense run (the default controller),
+    # centered (the paper's) wherever the run trains under the committed mask; explicit values win.
+    adv = lambda *o: load_config(None, list(o)).controller.resolved_advantage()  # noqa: E731
+    assert load_config(None, []).controller.advantage is None and adv() == "standardized"
+    assert adv("controller.train_under_mask=true") == "centered"
+    assert adv("controller.fidelity=authors") == "centered"
+    assert adv("controller.reward=lookahead") == "centered"
+    assert adv("controller.train_under_mask=false", "controller.advantage=centered") == "centered"
+    assert adv("controller.train_under_mask=true", "controller.advantage=standardized") == "standardized"
+    with pytest.raises(ConfigError, match="fidelity"):
+        load_config(None, ["controller.fidelity=authors", "controller.advantage=standardized"])
+    with pytest.raises(ConfigError, match="controller.advantage"):
+        load_config(None, ["controller.advantage=ranked"])
     with pytest.raises(ConfigError, match="train_under_mask"):
         load_config(None, ["controller.train_under_mask=false", "controller.reward=lookahead"])
     with pytest.raises(ConfigError, match="fidelity"):

@@ -368,9 +368,13 @@ def test_controller_takes_identical_decisions_on_every_rank(tmp_path):
     reference = scenario_controller(tmp_path / "one", batch_size=2)
     ref_history = [json.loads(line) for line in (tmp_path / "one" / "grasp" / "history.jsonl").read_text().splitlines()]
     assert [h["committed_ratio"] is None for h in history] == [h["committed_ratio"] is None for h in ref_history]
+    # Losses agree to fp32 rounding; the policy's numbers get that rounding divided by the spread of
+    # the round's rewards (the default controller standardizes its advantages), hence a wider margin.
+    tolerance = {"losses": 1e-5, "candidates": 1e-4, "p_c": 1e-4, "mu": 1e-4, "sigma": 1e-4, "sparsity": 1e-4}
     for h, g in zip(history, ref_history):
-        for key in ("candidates", "losses", "p_c", "mu", "sigma", "sparsity"):
-            torch.testing.assert_close(torch.tensor(h[key]), torch.tensor(g[key]), atol=1e-5, rtol=0)
+        for key, atol in tolerance.items():
+            torch.testing.assert_close(torch.tensor(h[key]), torch.tensor(g[key]), atol=atol, rtol=0,
+                                       msg=lambda m, key=key, h=h: f"round {h['round']} {key}: {m}")
     assert_same_tensors(r0["factors"], reference["factors"], atol=1e-5)
 
 

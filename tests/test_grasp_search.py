@@ -120,7 +120,7 @@ def test_lookahead_and_standardized_variants_run_and_are_recorded(exp, tmp_path)
 def test_default_controller_is_the_dense_run_and_never_masks_the_controller_run(exp, tmp_path):
     assert exp.cfg.controller.train_under_mask is None  # the default, resolved per controller
     result, history = controller_run(exp, tmp_path / "dense", exp.cfg)
-    assert result["train_under_mask"] is False
+    assert result["train_under_mask"] is False and result["advantage"] == "standardized"
     records = [json.loads(line) for line in history.splitlines()]
     assert len(records) == result["rounds"] > 0
     committed = [r["committed_ratio"] for r in records if r["committed_ratio"] is not None]
@@ -128,3 +128,6 @@ def test_default_controller_is_the_dense_run_and_never_masks_the_controller_run(
     assert result["p_star"] == pytest.approx(committed[-1] if committed else exp.cfg.controller.p_init)
     for r in records:
         assert r["rewards"] == pytest.approx([r["L0"] - x for x in r["losses"]])
+        adv = r["advantages"]  # standardized: mean 0, population std 1 (all 0 for equal rewards)
+        assert sum(adv) == pytest.approx(0.0, abs=1e-9)
+        assert sum(a * a for a in adv) / len(adv) == pytest.approx(1.0) or all(a == 0 for a in adv)

@@ -111,7 +111,7 @@ def test_initial_state():
 
 
 def test_run_round_hand_computed():
-    cfg = ControllerConfig()
+    cfg = ControllerConfig(advantage="centered")  # the paper's step 5, computed by hand
     c = GRPOController(cfg)
     sigma0 = 0.7 / 6
     z = 0.4 + sigma0 * np.random.default_rng(42).standard_normal(3)  # the controller's stream

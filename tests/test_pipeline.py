@@ -57,7 +57,7 @@ def test_pipeline_writes_every_artefact(reference_run):
     report = (run / "report.md").read_text()
     assert "| GRASP (1 controller run(s) + 1 final run(s)) | 2 |" in report
     # the default controller trains dense (METHOD.md, Controller variants), and the report says so
-    assert grasp["train_under_mask"] is False and "| dense, masks only scored |" in report
+    assert grasp["train_under_mask"] is False and "| dense, masks only scored | standardized |" in report
 
 
 def test_final_adapter_loads_with_plain_peft(reference_run):

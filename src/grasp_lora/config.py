@@ -104,8 +104,10 @@ class ControllerConfig:
     score_batch_size: int = 16  # micro-dev examples scored per forward
     # Variants beyond the paper (METHOD.md, "The GRASP controller", Controller variants); the defaults are the paper's.
     # advantage: centered (a_i = r_i - mean r, METHOD.md, "The GRASP controller") | standardized (divided
-    # by the group's std, as GRPO)
-    advantage: str = "centered"
+    # by the group's std, as GRPO) | None: standardized for the dense controller run (the default
+    # controller, chosen on the real-data harness, BENCHMARKS.md "Real data"), centered wherever the
+    # run trains under the committed mask (the paper's controller, fidelity authors, reward lookahead)
+    advantage: Optional[str] = None
     # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") |
     # lookahead (each mask, and the committed one for L0, is first trained for lookahead_steps
     # optimizer steps, then scored)
@@ -128,6 +130,11 @@ class ControllerConfig:
         if self.train_under_mask is not None:
             return self.train_under_mask
         return not (self.fidelity == "fixed" and self.reward == "immediate")
+
+    def resolved_advantage(self) -> str:
+        if self.advantage is not None:
+            return self.advantage
+        return "centered" if self.resolved_train_under_mask() else "standardized"
 
 
 @dataclass
@@ -335,8 +342,8 @@ def validate(cfg: Config) -> None:
            f"controller.p_star_rule: expected final or best_trial, got {c.p_star_rule!r}")
     _check(c.grad_accum >= 1, "controller.grad_accum: must be >= 1")
     _check(c.score_batch_size >= 1, "controller.score_batch_size: must be >= 1")
-    _check(c.advantage in ("centered", "standardized"),
-           f"controller.advantage: expected centered or standardized, got {c.advantage!r}")
+    _check(c.advantage in (None, "centered", "standardized"),
+           f"controller.advantage: expected centered, standardized or null, got {c.advantage!r}")
     _check(c.reward in ("immediate", "lookahead"), f"controller.reward: expected immediate or lookahead, got {c.reward!r}")
     _check(c.lookahead_steps >= 1, f"controller.lookahead_steps: must be >= 1, got {c.lookahead_steps}")
     _check(c.train_under_mask is None or isinstance(c.train_under_mask, bool),
@@ -344,7 +351,7 @@ def validate(cfg: Config) -> None:
     _check(c.resolved_train_under_mask() or c.reward == "immediate",
            "controller.train_under_mask: false scores masks on the dense weights; combine it with reward immediate")
     _check(c.fidelity == "fixed"
-           or ((c.advantage, c.reward) == ("centered", "immediate") and c.resolved_train_under_mask()),
+           or ((c.resolved_advantage(), c.reward) == ("centered", "immediate") and c.resolved_train_under_mask()),
            "controller.fidelity: authors reproduces the released scripts; combine advantage/reward/train_under_mask variants "
            "with fidelity fixed")
     g = cfg.grid

@@ -154,7 +154,8 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         if (gdir / "result.json").exists():
             res = read_json(gdir / "result.json")
             controllers.append({"seed": res.get("seed"), "p_star": res["p_star"], "rule": res["p_star_rule"],
-                                "training": _controller_training(res), "rounds": res["rounds"],
+                                "training": _controller_training(res), "advantage": res.get("advantage"),
+                                "rounds": res["rounds"],
                                 "controller_round_share": res.get("controller_round_share"),
                                 "wall_clock_s": res.get("wall_clock_s")})
     bertscore_settings = None
@@ -303,12 +304,13 @@ def build_report(run_dir: str | Path) -> Path:
                   f"Every merged system (TIES, LoRAHub, adaptive merge, grid, GRASP) also reuses the two stage-1 "
                   f"adapters: {results['stage1_minutes']:.2f} minutes, counted once.", ""]
     if results["controller"]:
-        lines += ["## Controller", "", "| seed | p* | rule | controller run | rounds | round share of run |",
-                  "|---|---:|---|---|---:|---:|"]
+        lines += ["## Controller", "",
+                  "| seed | p* | rule | controller run | advantages | rounds | round share of run |",
+                  "|---|---:|---|---|---|---:|---:|"]
         for c in results["controller"]:
             share = c.get("controller_round_share")
             lines.append(f"| {_list(c['seed'])} | {c['p_star']:.4f} | {c['rule']} | {c.get('training') or '–'} | "
-                         f"{c['rounds']} | {'–' if share is None else f'{100 * share:.1f}%'} |")
+                         f"{c.get('advantage') or '–'} | {c['rounds']} | {'–' if share is None else f'{100 * share:.1f}%'} |")
         lines.append("")
     lines += ["## Runtime: grid search vs GRASP", "", _runtime_table(results), "",
               "GRASP = one controller run (p*) + a final run at p* per seed; grid = one fixed-ratio run per ratio "

@@ -171,7 +171,7 @@ class GRPOController:
         new_mu, new_sigma, adv = policy_update(
             mu, sigma, p_c, candidates, rewards,
             lr=cfg.policy_lr, kl_coef=cfg.kl_coef, entropy_bonus=cfg.entropy_bonus,
-            p_min=cfg.p_min, p_max=cfg.p_max, advantage=cfg.advantage,
+            p_min=cfg.p_min, p_max=cfg.p_max, advantage=cfg.resolved_advantage(),
         )
         self.policy.mu, self.policy.sigma = new_mu, new_sigma
         # 6. commit

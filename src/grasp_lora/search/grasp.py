@@ -107,7 +107,7 @@ def run_grasp_search(
         "p_star": p_star,
         "p_star_rule": rule,
         "fidelity": c.fidelity,
-        "advantage": c.advantage,
+        "advantage": c.resolved_advantage(),
         "reward": c.reward,
         "train_under_mask": c.resolved_train_under_mask(),
         "rounds": len(controller.history),

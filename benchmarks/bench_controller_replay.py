@@ -219,12 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(REPLAY_VARIANTS))
     ap.add_argument("--grids", nargs="*", type=Path, default=[],
                     help="bench_real_data result files holding each language's 3-seed grid")
-    ap.add_argument("--source-articles", type=int, default=8)
-    ap.add_argument("--model", default="gemma-3-270m")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--work", type=Path, default=C.SCRATCH_DIR / "real_data")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--quiet", action="store_true")
+    R.add_cache_args(ap)
     ap.add_argument("--out", default=str(C.RESULTS_DIR / "bench_controller_replay.json"))
     args = ap.parse_args(argv)
     args.langs = [x for x in args.langs.split(",") if x]

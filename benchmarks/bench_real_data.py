@@ -336,6 +336,16 @@ def print_scoreboard(board: list[dict[str, Any]]) -> None:
                     ", ".join(f"{k} {x:.2f}" for k, x in b["cost_over_grid_cpu"].items())] for b in board])
 
 
+def add_cache_args(ap: argparse.ArgumentParser) -> None:
+    """The options that locate and build the harness's cache, shared with the scripts that read it."""
+    ap.add_argument("--source-articles", type=int, default=8)
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--work", type=Path, default=C.SCRATCH_DIR / "real_data")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--quiet", action="store_true")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, help="folder with xquad.{en,ar,zh}.dev.json (required unless --summarize)")
@@ -345,12 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", choices=["grid", "variants", "all"], default="all",
                     help="grid: adapters + grid (+ its test scores); variants: controller variants only (reads the "
                          "grid if finished); all: both")
-    ap.add_argument("--source-articles", type=int, default=8)
-    ap.add_argument("--model", default="gemma-3-270m")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--work", type=Path, default=C.SCRATCH_DIR / "real_data")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--quiet", action="store_true")
+    add_cache_args(ap)
     ap.add_argument("--out", default=str(C.RESULTS_DIR / "bench_real_data.json"))
     ap.add_argument("--summarize", nargs="+", type=Path, metavar="JSON",
                     help="run nothing: merge these result files (one per process) and print the goals' scoreboard")

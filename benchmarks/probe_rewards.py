@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42, help="the grid seed whose curve is shown")
     ap.add_argument("--at", type=int, default=10, help="dense optimizer steps before the probe (K)")
     ap.add_argument("--lookahead", default="5,20", help="lookahead step counts to probe")
-    ap.add_argument("--source-articles", type=int, default=8)
-    ap.add_argument("--model", default="gemma-3-270m")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--work", type=Path, default=C.SCRATCH_DIR / "real_data")
-    ap.add_argument("--quiet", action="store_true")
+    R.add_cache_args(ap)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     args.seeds = [args.seed]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from grasp_lora.controller.hook import LookaheadScorer, MaskedModelScorer
     from grasp_lora.io import manifest_complete, read_json
     from grasp_lora.config import controller_config

@@ -102,7 +102,8 @@ class ControllerConfig:
     p_star_rule: Optional[str] = None  # final | best_trial; None: final (fixed), best_trial (authors)
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
-    # Variants beyond the paper (METHOD.md, "The GRASP controller", Controller variants); the defaults are the paper's.
+    # Variants beyond the paper (METHOD.md, "The GRASP controller", Controller variants); the defaults are
+    # the paper's but for advantage and train_under_mask, which resolve per controller (see below).
     # advantage: centered (a_i = r_i - mean r, METHOD.md, "The GRASP controller") | standardized (divided
     # by the group's std, as GRPO) | None: standardized for the dense controller run (the default
     # controller, chosen on the real-data harness, BENCHMARKS.md "Real data"), centered wherever the

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from grasp_lora.config import load_config
 
-    ccfg = replace(load_config(R.RECIPE, ["controller.train_under_mask=false"]).controller)
+    ccfg = load_config(R.RECIPE, ["controller.train_under_mask=false"]).controller
     tables = {lang: read_jsonl(table_dir(args.work, lang, args.reward) / "grasp" / "history.jsonl") for lang in args.langs}
     grids: dict[str, Any] = {}
     for f in args.grids:

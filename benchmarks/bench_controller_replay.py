@@ -29,7 +29,7 @@ import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from benchmarks import _common as C
 from benchmarks import bench_real_data as R
 from grasp_lora.controller import grpo
 from grasp_lora.controller.grpo import GRPOController
+from grasp_lora.io import read_jsonl
 
 # Variants screened by replay: overrides of ControllerConfig on top of the recipe's controller with
 # train_under_mask false (the probe's trajectory is only theirs; its default advantage is
@@ -146,10 +147,6 @@ def grid_val_loss(seed_grid: dict[str, Any], ratio: float) -> float:
     return float(np.interp(ratio, [p["ratio"] for p in pts], [p["val_loss"] for p in pts]))
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def check_table(lang: str, table: list[dict[str, Any]], work: Path, ccfg) -> dict[str, Any]:
     """The table against the real dense controller runs of the cache: their recorded candidate
     losses against the table's (exact at round 1's dense loss, interpolated elsewhere), and their
@@ -184,8 +181,9 @@ def screen(tables: dict[str, list[dict[str, Any]]], grids: dict[str, dict[str, A
         vcfg = replace(ccfg, **REPLAY_VARIANTS[name])
         for lang, table in tables.items():
             grid = grids.get(lang)
-            p_stars = [replay(table, vcfg, s)[0] for s in seeds]
-            row: dict[str, Any] = {"variant": name, "lang": lang, "p_star_seed42": replay(table, vcfg, 42)[0],
+            by_seed = {s: replay(table, vcfg, s)[0] for s in {*seeds, 42}}  # 42: the harness's controller seed
+            p_stars = [by_seed[s] for s in seeds]
+            row: dict[str, Any] = {"variant": name, "lang": lang, "p_star_seed42": by_seed[42],
                                    "p_star_mean": statistics.fmean(p_stars), "p_star_std": statistics.pstdev(p_stars),
                                    "p_star_quartiles": [float(q) for q in np.quantile(p_stars, [0.25, 0.5, 0.75])]}
             if grid is not None:
@@ -198,12 +196,6 @@ def screen(tables: dict[str, list[dict[str, Any]]], grids: dict[str, dict[str, A
                 row.update(hit_rate=statistics.fmean(hits), mean_regret=statistics.fmean(regrets))
             rows.append(row)
     return rows
-
-
-def load_grid(work_report: Optional[Path], lang: str) -> Optional[dict[str, Any]]:
-    if work_report is None or not work_report.exists():
-        return None
-    return (json.loads(work_report.read_text()).get("languages", {}).get(lang) or {}).get("grid")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,12 +234,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ccfg = load_config(R.RECIPE, ["controller.train_under_mask=false"]).controller
     tables = {lang: read_jsonl(table_dir(args.work, lang, args.reward) / "grasp" / "history.jsonl") for lang in args.langs}
-    grids: dict[str, Any] = {}
-    for f in args.grids:
-        for lang in args.langs:
-            g = load_grid(f, lang)
-            if g is not None and (lang not in grids or len(g["seeds"]) > len(grids[lang]["seeds"])):
-                grids[lang] = g
+    # per language, the grid with the most seeds among the files (the harness's own merge)
+    merged = R.merge_reports([json.loads(f.read_text()) for f in args.grids])
+    grids = {lang: m["grid"] for lang, m in merged.items() if lang in args.langs and m["grid"] is not None}
     # real dense controller runs exist for the immediate reward only
     checks = {lang: check_table(lang, t, args.work, ccfg) for lang, t in tables.items()} if args.reward == "immediate" else {}
     print("== the table against the real dense controller runs (same weights)")

@@ -107,8 +107,8 @@ class LookaheadScorer(MaskedModelScorer):
 
     The immediate reward (METHOD.md, "The GRASP controller") measures the damage a mask does to
     weights that were trained without it, so pruning more always looks worse and the controller
-    drifts to low ratios even where the grid shows that training under a higher ratio ends better. Here each candidate's
-    mask, and the committed mask for L0, is applied, the factors are trained for `steps` optimizer
+    drifts to low ratios even where the grid shows that training under a higher ratio ends better.
+    Here each candidate's mask, and the committed mask for L0, is applied, the factors are trained for `steps` optimizer
     steps (batch 1, the loop's optimizer and learning rate, the mask re-zeroed after every step) on
     the same `steps` training examples, and only then is the micro-dev loss taken. Weights and
     optimizer state are restored exactly afterwards, so the controller run's own trajectory only

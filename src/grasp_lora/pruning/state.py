@@ -162,8 +162,8 @@ class MaskState:
         there. With an optimizer, `optimizer_reset` says what happens to its state: "masked" zeroes
         every param-shaped state entry at the newly pruned positions (METHOD.md, "The GRASP
         controller"); "whole" zeroes every state tensor of a factor that has newly pruned entries,
-        the AdamW `step` included (the authors' scripts). Released entries (committed before, not now) get their stashed values
-        back. `ratio` is recorded as `committed_ratio`. Returns counts {"newly_pruned", "released", "pruned"}.
+        the AdamW `step` included (the authors' scripts). Released entries (committed before, not
+        now) get their stashed values back. `ratio` is recorded as `committed_ratio`. Returns counts {"newly_pruned", "released", "pruned"}.
         """
         if optimizer_reset not in ("masked", "whole"):
             raise ValueError(f"optimizer_reset: expected masked or whole, got {optimizer_reset!r}")

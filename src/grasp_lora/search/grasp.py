@@ -4,8 +4,8 @@ rule that chose it, and the history of every round.
 
 Several processes (METHOD.md, "The GRASP controller", Several processes): every process trains on
 its share of each batch and runs every controller round itself. The candidates come from the
-controller's own generator, seeded identically everywhere; the micro-dev losses are computed on shards and all-reduced, so
-every process sees the same numbers; the weights are identical (gradients are summed over
+controller's own generator, seeded identically everywhere; the micro-dev losses are computed on
+shards and all-reduced, so every process sees the same numbers; the weights are identical (gradients are summed over
 processes), hence so is the importance and every mask. At the end the processes compare digests
 of their history and committed masks and fail loudly if they differ; rank 0 alone writes.
 """

@@ -88,8 +88,11 @@ def probing(ratios: Sequence[float]) -> Iterator[None]:
         grpo.GRPOController = saved
 
 
-def table_dir(work: Path, lang: str, reward: str) -> Path:
-    return work / lang / ("probe" if reward == "immediate" else f"probe_{reward}")
+def table_dir(work: Path, lang: str, reward: str, lookahead_steps: int = 5) -> Path:
+    """The probe's run folder; a lookahead probe's names its steps unless they are the default 5."""
+    if reward == "immediate":
+        return work / lang / "probe"
+    return work / lang / (f"probe_{reward}" if lookahead_steps == 5 else f"probe_{reward}{lookahead_steps}")
 
 
 def probe(args, lang: str, files) -> Path:
@@ -99,9 +102,10 @@ def probe(args, lang: str, files) -> Path:
     run still trains dense."""
     parent = R.base_experiment(args, lang, files)
     # lookahead implies training under the committed mask, which the probe never has: dense either way
-    extra = R.VARIANTS["dense_run"] if args.reward == "immediate" else [f"controller.reward={args.reward}"]
+    extra = (R.VARIANTS["dense_run"] if args.reward == "immediate"
+             else [f"controller.reward={args.reward}", f"controller.lookahead_steps={args.lookahead_steps}"])
     cfg = R.lang_config(args, lang, files, args.seeds, extra)
-    exp = C.child_experiment(parent, cfg, table_dir(args.work, lang, args.reward), fresh=False)
+    exp = C.child_experiment(parent, cfg, table_dir(args.work, lang, args.reward, args.lookahead_steps), fresh=False)
     with probing(args.probe_ratios):
         exp.grasp()
     return exp.grasp_dir() / "history.jsonl"
@@ -207,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8")
     ap.add_argument("--reward", choices=["immediate", "lookahead"], default="immediate",
                     help="the reward the probe's losses stand for (the replayed controllers' reward)")
+    ap.add_argument("--lookahead-steps", type=int, default=5,
+                    help="with --reward lookahead: optimizer steps under each mask before it is scored")
     ap.add_argument("--controller-seeds", type=int, default=200, help="replays per variant: controller seeds 0..N-1")
     ap.add_argument("--variants", default=",".join(REPLAY_VARIANTS))
     ap.add_argument("--grids", nargs="*", type=Path, default=[],
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     from grasp_lora.config import load_config
 
     ccfg = load_config(R.RECIPE, ["controller.train_under_mask=false"]).controller
-    tables = {lang: read_jsonl(table_dir(args.work, lang, args.reward) / "grasp" / "history.jsonl") for lang in args.langs}
+    tables = {lang: read_jsonl(table_dir(args.work, lang, args.reward, args.lookahead_steps) / "grasp" / "history.jsonl") for lang in args.langs}
     # per language, the grid with the most seeds among the files (the harness's own merge)
     merged = R.merge_reports([json.loads(f.read_text()) for f in args.grids])
     grids = {lang: m["grid"] for lang, m in merged.items() if lang in args.langs and m["grid"] is not None}

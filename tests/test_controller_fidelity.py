@@ -16,7 +16,7 @@ from torch import nn
 
 from grasp_lora.config import ConfigError, ControllerConfig, load_config
 from grasp_lora.controller.grpo import GRPOController, policy_update
-from grasp_lora.controller.hook import DenseRunScorer, LookaheadScorer, MaskedModelScorer
+from grasp_lora.controller.hook import DenseRunLookaheadScorer, DenseRunScorer, LookaheadScorer, MaskedModelScorer
 from grasp_lora.pruning.groups import FactorGroup
 from grasp_lora.pruning.masks import committed_first, prune_order
 from grasp_lora.pruning.state import MaskState
@@ -174,8 +174,9 @@ def test_config_variants_and_refusals():
         load_config(None, ["controller.fidelity=authors", "controller.advantage=standardized"])
     with pytest.raises(ConfigError, match="controller.advantage"):
         load_config(None, ["controller.advantage=ranked"])
-    with pytest.raises(ConfigError, match="train_under_mask"):
-        load_config(None, ["controller.train_under_mask=false", "controller.reward=lookahead"])
+    # lookahead on the dense run (DenseRunLookaheadScorer): accepted, standardized like every dense run
+    dense_ahead = load_config(None, ["controller.train_under_mask=false", "controller.reward=lookahead"]).controller
+    assert (dense_ahead.resolved_train_under_mask(), dense_ahead.resolved_advantage()) == (False, "standardized")
     with pytest.raises(ConfigError, match="fidelity"):
         load_config(None, ["controller.fidelity=authors", "controller.train_under_mask=false"])
     with pytest.raises(ConfigError, match="grid.select_by: only val_loss"):
@@ -239,6 +240,46 @@ def test_lookahead_scorer_trains_then_restores_weights_and_optimizer_exactly():
     assert scorer._trained_loss(ms.masks) == pytest.approx(l0)
     with pytest.raises(ValueError, match="lookahead"):
         LookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=[], steps=2, seed=0)
+
+
+def test_dense_run_lookahead_scorer_trains_each_mask_from_the_dense_weights_and_commits_a_ratio():
+    from grasp_lora.training.loss import per_example_losses
+
+    model = TinyLM()
+    ms = MaskState([FactorGroup("m", 0, [model.A], [model.B])])
+    opt = torch.optim.AdamW([model.A, model.B], lr=0.05)
+    train = [{"input_ids": [1, 5, 6, 7, 8], "labels": [-100, -100, 6, 7, 8]},
+             {"input_ids": [1, 9, 3, 4], "labels": [-100, -100, 3, 4]}]
+    micro = [{"input_ids": [1, 5, 6, 7], "labels": [-100, -100, 6, 7]}]
+    micro_loss = lambda: float(per_example_losses(model, micro, 4).mean())  # noqa: E731
+    model(torch.tensor([[1, 5, 6, 7, 8]])).logits.sum().backward()
+    opt.step()
+    opt.zero_grad()
+    dense_ahead = DenseRunLookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=train, steps=2, seed=0)
+    # the masked-run lookahead on the same weights, examples and optimizer is the reference
+    masked_ahead = LookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=train, steps=2, seed=0)
+    before_w = [p.detach().clone() for p in ms.factors]
+    l0 = dense_ahead.committed_loss()
+    assert l0 == pytest.approx(masked_ahead.committed_loss())  # no commit: the dense model after 2 steps
+    dense_ahead.refresh_importance()
+    masked_ahead.refresh_importance()
+    l_half = dense_ahead.candidate_loss(0.5)
+    assert l_half == pytest.approx(masked_ahead.candidate_loss(0.5)) and l_half != pytest.approx(l0)
+    sparsity = dense_ahead.commit(0.5)
+    # a commit moves p_c only: nothing zeroed, nothing stashed, weights as they were
+    assert sparsity == pytest.approx(0.5) and not ms.has_commit
+    assert all(torch.equal(b, p.detach()) for b, p in zip(before_w, ms.factors))
+    # next round: L0 is p_c's mask cut from the current dense weights, trained under, then scored;
+    # the round's examples advance for both scorers alike
+    l0_next = dense_ahead.committed_loss()
+    masked_ahead._round_examples = masked_ahead._next_examples()
+    assert l0_next == pytest.approx(masked_ahead._trained_loss(masked_ahead._masks(0.5)))
+    ranked = dense_ahead.refreshes
+    dense_ahead.refresh_importance()  # the ranking L0 just made is reused by the round
+    assert dense_ahead.refreshes == ranked
+    again = DenseRunLookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=train, steps=2, seed=0)
+    again.load_state_dict(dense_ahead.state_dict())
+    assert again.committed_ratio == 0.5 and again._cursor == dense_ahead._cursor
 
 
 def test_dense_run_scorer_commits_a_ratio_not_a_mask():

@@ -117,6 +117,20 @@ def test_lookahead_and_standardized_variants_run_and_are_recorded(exp, tmp_path)
         assert sum(a * a for a in adv) / len(adv) == pytest.approx(1.0) or all(a == 0 for a in adv)
 
 
+def test_dense_run_lookahead_trains_dense_and_scores_trained_masks(exp, tmp_path):
+    c = replace(exp.cfg.controller, reward="lookahead", lookahead_steps=2, train_under_mask=False)
+    result, history = controller_run(exp, tmp_path / "dense_ahead", replace(exp.cfg, controller=c))
+    assert (result["reward"], result["train_under_mask"], result["advantage"]) == ("lookahead", False, "standardized")
+    records = [json.loads(line) for line in history.splitlines()]
+    assert len(records) == result["rounds"] > 0
+    # the run trains dense whatever is committed: its validation loss is the default dense run's
+    # (scoring restores weights and optimizer), while its rewards are the lookahead's
+    dense, dense_history = controller_run(exp, tmp_path / "dense", exp.cfg)
+    assert result["best_val_loss"] == pytest.approx(dense["best_val_loss"], abs=1e-6)
+    first = json.loads(dense_history.splitlines()[0])
+    assert records[0]["losses"] != pytest.approx(first["losses"])
+
+
 def test_default_controller_is_the_dense_run_and_never_masks_the_controller_run(exp, tmp_path):
     assert exp.cfg.controller.train_under_mask is None  # the default, resolved per controller
     result, history = controller_run(exp, tmp_path / "dense", exp.cfg)

@@ -111,7 +111,8 @@ class ControllerConfig:
     advantage: Optional[str] = None
     # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") |
     # lookahead (each mask, and the committed one for L0, is first trained for lookahead_steps
-    # optimizer steps, then scored)
+    # optimizer steps, then scored; on the committed-mask run, or on the dense run with
+    # train_under_mask false)
     reward: str = "immediate"
     lookahead_steps: int = 5
     # train_under_mask: true (the paper: the committed ratio's mask is applied and the controller run
@@ -349,8 +350,6 @@ def validate(cfg: Config) -> None:
     _check(c.lookahead_steps >= 1, f"controller.lookahead_steps: must be >= 1, got {c.lookahead_steps}")
     _check(c.train_under_mask is None or isinstance(c.train_under_mask, bool),
            f"controller.train_under_mask: expected true, false or null, got {c.train_under_mask!r}")
-    _check(c.resolved_train_under_mask() or c.reward == "immediate",
-           "controller.train_under_mask: false scores masks on the dense weights; combine it with reward immediate")
     _check(c.fidelity == "fixed"
            or ((c.resolved_advantage(), c.reward) == ("centered", "immediate") and c.resolved_train_under_mask()),
            "controller.fidelity: authors reproduces the released scripts; combine advantage/reward/train_under_mask variants "

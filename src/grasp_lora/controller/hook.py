@@ -25,7 +25,8 @@ from grasp_lora.pruning.importance import magnitude_importance
 from grasp_lora.pruning.masks import committed_first, mask_from_order, prune_order
 from grasp_lora.pruning.state import MaskState
 
-__all__ = ["MaskedModelScorer", "LookaheadScorer", "DenseRunScorer", "GRPOHook", "is_main_process"]
+__all__ = ["MaskedModelScorer", "LookaheadScorer", "DenseRunScorer", "DenseRunLookaheadScorer", "GRPOHook",
+           "is_main_process"]
 
 
 class MaskedModelScorer:
@@ -224,6 +225,24 @@ class DenseRunScorer(MaskedModelScorer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.committed_ratio = state.get("committed_ratio")
+
+
+class DenseRunLookaheadScorer(DenseRunScorer, LookaheadScorer):
+    """`controller.reward: lookahead` with `train_under_mask: false`: the run trains dense, a commit
+    moves p_c only (as `DenseRunScorer`), and every mask of a round, L0's at p_c included, is cut from
+    the round's dense weights and trained under for `steps` steps before it is scored (as
+    `LookaheadScorer`, which restores weights and optimizer afterwards). Before the first commit L0
+    is the dense model after the same steps. The immediate reward on dense weights only sees how much
+    a mask damages (or shrinks) weights trained without it; training under the mask first lets the
+    reward see what the final run, which trains under p*, will see (BENCHMARKS.md, "Real data")."""
+
+    def committed_loss(self) -> float:
+        self._round_examples = self._next_examples()  # the round's examples, the same for every mask
+        if self.committed_ratio is None:
+            return self._trained_loss(self.mask_state.masks)  # no commit: all-False masks, i.e. dense
+        MaskedModelScorer.refresh_importance(self)
+        self._ranked_for_round = True
+        return self.candidate_loss(self.committed_ratio)
 
 
 def is_main_process(state: Any) -> bool:

@@ -39,7 +39,8 @@ def run_grasp_search(
 ) -> dict[str, Any]:
     from grasp_lora import distributed as dist
     from grasp_lora.controller.grpo import GRPOController
-    from grasp_lora.controller.hook import DenseRunScorer, GRPOHook, LookaheadScorer, MaskedModelScorer
+    from grasp_lora.controller.hook import (DenseRunLookaheadScorer, DenseRunScorer, GRPOHook, LookaheadScorer,
+                                           MaskedModelScorer)
     from grasp_lora.training.finetune import setup_merged_training
     from grasp_lora.pruning.state import MaskState
     from grasp_lora.training.loop import micro_dev_loss_fn, train
@@ -76,10 +77,12 @@ def run_grasp_search(
     )
     evaluate_loss = micro_dev_loss_fn(model, micro_set, c.score_batch_size)  # sharded + all-reduced
     get_optimizer = lambda: optimizer_ref.get("optimizer")  # noqa: E731
-    if c.reward == "lookahead":
-        scorer = LookaheadScorer(mask_state, evaluate_loss, get_optimizer, model=model, train_set=train_set,
-                                 steps=c.lookahead_steps, seed=c.seed, targets_only=cfg.train.targets_only_head,
-                                 **scorer_args)
+    lookahead = dict(model=model, train_set=train_set, steps=c.lookahead_steps, seed=c.seed,
+                     targets_only=cfg.train.targets_only_head)
+    if c.reward == "lookahead" and not c.resolved_train_under_mask():
+        scorer = DenseRunLookaheadScorer(mask_state, evaluate_loss, get_optimizer, **lookahead, **scorer_args)
+    elif c.reward == "lookahead":
+        scorer = LookaheadScorer(mask_state, evaluate_loss, get_optimizer, **lookahead, **scorer_args)
     elif not c.resolved_train_under_mask():
         scorer = DenseRunScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
     else:

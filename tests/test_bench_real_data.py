@@ -21,6 +21,8 @@ def test_every_named_variant_parses_and_keeps_its_meaning_whatever_the_default()
     assert resolved["authors"] == ("authors", "centered", "immediate", True)
     assert resolved["dense_run"] == ("fixed", "centered", "immediate", False)
     assert resolved["dense_run_std"] == ("fixed", "standardized", "immediate", False)
+    assert resolved["dense_ahead20_std"] == ("fixed", "standardized", "lookahead", False)
+    assert load_config(RECIPE, VARIANTS["dense_ahead20_std"]).controller.lookahead_steps == 20
     # the default controller is the dense run with standardized advantages
     default = load_config(RECIPE, []).controller
     assert (default.resolved_train_under_mask(), default.resolved_advantage()) == (False, "standardized")

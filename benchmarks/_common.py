@@ -144,6 +144,12 @@ def _log(quiet: bool) -> Callable[[str], None]:
     return (lambda _msg: None) if quiet else print
 
 
+def ignore_scratch(folder: Path) -> None:
+    """A folder under the scratch dir is kept out of git (the scratch dir ignores itself)."""
+    if SCRATCH_DIR in folder.resolve().parents and not (SCRATCH_DIR / ".gitignore").exists():
+        (SCRATCH_DIR / ".gitignore").write_text("# benchmark scratch runs (data, adapters, runs): never committed\n*\n")
+
+
 def base_experiment(cfg, args: argparse.Namespace):
     """Prepared data + both stage-1 adapters in the scratch folder (resumed if already there),
     and the base model loaded once (outside every timed section)."""
@@ -152,8 +158,7 @@ def base_experiment(cfg, args: argparse.Namespace):
 
     root = scratch_root(cfg, args)
     root.mkdir(parents=True, exist_ok=True)
-    if SCRATCH_DIR in root.resolve().parents and not (SCRATCH_DIR / ".gitignore").exists():
-        (SCRATCH_DIR / ".gitignore").write_text("# benchmark scratch runs (data, adapters, runs): never committed\n*\n")
+    ignore_scratch(root)
     exp = Experiment(cfg, root=root, progress=not args.quiet, log=_log(args.quiet))
     save_config(cfg, root / "config.yaml")
     exp.prepare()

@@ -384,8 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    if not (C.SCRATCH_DIR / ".gitignore").exists():
-        (C.SCRATCH_DIR / ".gitignore").write_text("*\n")
+    C.ignore_scratch(args.work)  # a --work outside the repository's scratch dir is the user's to manage
     files = subset_files(args.data, args.langs, args.source_articles, args.work / "xquad")
 
     out_path = Path(args.out)

@@ -208,7 +208,9 @@ class TinyLM(nn.Module):
         return type("Out", (), {"logits": logits})()
 
 
-def test_lookahead_scorer_trains_then_restores_weights_and_optimizer_exactly():
+def lookahead_setup():
+    """A TinyLM after one AdamW step (so the optimizer has state), its factors' MaskState, two
+    training examples and a micro-dev loss on a third."""
     from grasp_lora.training.loss import per_example_losses
 
     model = TinyLM()
@@ -217,14 +219,14 @@ def test_lookahead_scorer_trains_then_restores_weights_and_optimizer_exactly():
     train = [{"input_ids": [1, 5, 6, 7, 8], "labels": [-100, -100, 6, 7, 8]},
              {"input_ids": [1, 9, 3, 4], "labels": [-100, -100, 3, 4]}]
     micro = [{"input_ids": [1, 5, 6, 7], "labels": [-100, -100, 6, 7]}]
-
-    def micro_loss():
-        return float(per_example_losses(model, micro, 4).mean())
-
-    loss_sum = model(torch.tensor([[1, 5, 6, 7, 8]])).logits.sum()
-    loss_sum.backward()
+    model(torch.tensor([[1, 5, 6, 7, 8]])).logits.sum().backward()
     opt.step()
     opt.zero_grad()
+    return model, ms, opt, train, lambda: float(per_example_losses(model, micro, 4).mean())
+
+
+def test_lookahead_scorer_trains_then_restores_weights_and_optimizer_exactly():
+    model, ms, opt, train, micro_loss = lookahead_setup()
     scorer = LookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=train, steps=2, seed=0)
     before_w = [p.detach().clone() for p in ms.factors]
     before_opt = {k: v.clone() for k, v in opt.state[model.A].items()}
@@ -243,18 +245,7 @@ def test_lookahead_scorer_trains_then_restores_weights_and_optimizer_exactly():
 
 
 def test_dense_run_lookahead_scorer_trains_each_mask_from_the_dense_weights_and_commits_a_ratio():
-    from grasp_lora.training.loss import per_example_losses
-
-    model = TinyLM()
-    ms = MaskState([FactorGroup("m", 0, [model.A], [model.B])])
-    opt = torch.optim.AdamW([model.A, model.B], lr=0.05)
-    train = [{"input_ids": [1, 5, 6, 7, 8], "labels": [-100, -100, 6, 7, 8]},
-             {"input_ids": [1, 9, 3, 4], "labels": [-100, -100, 3, 4]}]
-    micro = [{"input_ids": [1, 5, 6, 7], "labels": [-100, -100, 6, 7]}]
-    micro_loss = lambda: float(per_example_losses(model, micro, 4).mean())  # noqa: E731
-    model(torch.tensor([[1, 5, 6, 7, 8]])).logits.sum().backward()
-    opt.step()
-    opt.zero_grad()
+    model, ms, opt, train, micro_loss = lookahead_setup()
     dense_ahead = DenseRunLookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=train, steps=2, seed=0)
     # the masked-run lookahead on the same weights, examples and optimizer is the reference
     masked_ahead = LookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=train, steps=2, seed=0)

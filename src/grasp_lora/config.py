@@ -119,8 +119,8 @@ class ControllerConfig:
     # trains under it) | false (a commit moves p_c only; the run trains dense and every mask of a
     # round, L0's at p_c included, is scored on the same weights) | None: false for the default
     # controller (fidelity fixed, reward immediate), chosen on the real-data harness (BENCHMARKS.md,
-    # "Real data"); true under fidelity authors (the released scripts) and reward lookahead (which
-    # trains each mask by construction)
+    # "Real data"); true under fidelity authors (the released scripts) and reward lookahead (the
+    # masked-run lookahead; set false explicitly for the dense-run one, DenseRunLookaheadScorer)
     train_under_mask: Optional[bool] = None
 
     def resolved_p_star_rule(self) -> str:

@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     from grasp_lora.config import load_config
 
     ccfg = load_config(R.RECIPE, ["controller.train_under_mask=false"]).controller
-    tables = {lang: read_jsonl(table_dir(args.work, lang, args.reward, args.lookahead_steps) / "grasp" / "history.jsonl") for lang in args.langs}
+    tables = {lang: read_jsonl(table_dir(args.work, lang, args.reward, args.lookahead_steps) / "grasp" / "history.jsonl")
+              for lang in args.langs}
     # per language, the grid with the most seeds among the files (the harness's own merge)
     merged = R.merge_reports([json.loads(f.read_text()) for f in args.grids])
     grids = {lang: m["grid"] for lang, m in merged.items() if lang in args.langs and m["grid"] is not None}

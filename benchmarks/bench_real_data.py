@@ -53,9 +53,7 @@ VARIANTS: dict[str, list[str]] = {
     "lookahead_std": ["controller.reward=lookahead", "controller.advantage=standardized"],
     "dense_run": ["controller.train_under_mask=false", "controller.advantage=centered"],
     "dense_run_std": ["controller.train_under_mask=false", "controller.advantage=standardized"],
-    # the dense run, each mask trained under for N steps before it is scored (DenseRunLookaheadScorer)
-    "dense_ahead5_std": ["controller.train_under_mask=false", "controller.reward=lookahead",
-                         "controller.lookahead_steps=5", "controller.advantage=standardized"],
+    # the dense run, each mask trained under for 20 steps before it is scored (DenseRunLookaheadScorer)
     "dense_ahead20_std": ["controller.train_under_mask=false", "controller.reward=lookahead",
                           "controller.lookahead_steps=20", "controller.advantage=standardized"],
 }

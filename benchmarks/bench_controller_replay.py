@@ -98,12 +98,12 @@ def table_dir(work: Path, lang: str, reward: str, lookahead_steps: int = 5) -> P
 def probe(args, lang: str, files) -> Path:
     """The probe run. With `--reward lookahead` every probed loss (the dense one included) is taken
     after `controller.lookahead_steps` steps under its mask from the round's dense weights, as
-    `LookaheadScorer` does (it restores weights and optimizer state); the probe never commits, so the
-    run still trains dense."""
+    `DenseRunLookaheadScorer` does (it restores weights and optimizer state); the probe never commits,
+    so the run trains dense and every round starts from the same weights whatever a controller does."""
     parent = R.base_experiment(args, lang, files)
-    # lookahead implies training under the committed mask, which the probe never has: dense either way
     extra = (R.VARIANTS["dense_run"] if args.reward == "immediate"
-             else [f"controller.reward={args.reward}", f"controller.lookahead_steps={args.lookahead_steps}"])
+             else ["controller.train_under_mask=false", f"controller.reward={args.reward}",
+                   f"controller.lookahead_steps={args.lookahead_steps}"])
     cfg = R.lang_config(args, lang, files, args.seeds, extra)
     exp = C.child_experiment(parent, cfg, table_dir(args.work, lang, args.reward, args.lookahead_steps), fresh=False)
     with probing(args.probe_ratios):
@@ -151,13 +151,22 @@ def grid_val_loss(seed_grid: dict[str, Any], ratio: float) -> float:
     return float(np.interp(ratio, [p["ratio"] for p in pts], [p["val_loss"] for p in pts]))
 
 
-def check_table(lang: str, table: list[dict[str, Any]], work: Path, ccfg) -> dict[str, Any]:
+def real_runs(reward: str, lookahead_steps: int) -> dict[str, tuple[str, int]]:
+    """The real dense controller runs a table of this reward can be checked against: their folder
+    under the language's cache -> (the replay variant that is the same controller, its seed)."""
+    if reward == "immediate":
+        return {"variants/dense_run": ("dense_run", 42), "variants/dense_run_std": ("dense_run_std", 42)}
+    # bench_real_data's variant (another controller seed also trains in another order: not the table's weights)
+    return {f"variants/dense_ahead{lookahead_steps}_std": ("dense_run_std", 42)}
+
+
+def check_table(lang: str, table: list[dict[str, Any]], work: Path, ccfg, runs: dict[str, tuple[str, int]]) -> dict[str, Any]:
     """The table against the real dense controller runs of the cache: their recorded candidate
     losses against the table's (exact at round 1's dense loss, interpolated elsewhere), and their
     p* against the replayed one."""
     out: dict[str, Any] = {}
-    for name in ("dense_run", "dense_run_std"):
-        hist_path = work / lang / "variants" / name / "grasp" / "history.jsonl"
+    for folder, (variant, seed) in runs.items():
+        hist_path = work / lang / folder / "grasp" / "history.jsonl"
         if not hist_path.exists():
             continue
         history = read_jsonl(hist_path)
@@ -167,13 +176,13 @@ def check_table(lang: str, table: list[dict[str, Any]], work: Path, ccfg) -> dic
             scorer.round = rec["round"] - 1
             spreads.append(max(rec["losses"]) - min(rec["losses"]))
             errors += [abs(scorer.candidate_loss(r) - x) for r, x in zip(rec["candidates"], rec["losses"])]
-        variant_cfg = replace(ccfg, **REPLAY_VARIANTS[name])
-        p_replayed, _ = replay(table[: len(history)], variant_cfg, ccfg.seed)
+        variant_cfg = replace(ccfg, **REPLAY_VARIANTS[variant])
+        p_replayed, _ = replay(table[: len(history)], variant_cfg, seed)
         result = json.loads((hist_path.parent / "result.json").read_text()) if (hist_path.parent / "result.json").exists() else {}
-        out[name] = {"round1_dense_loss_real": history[0]["L0"], "round1_dense_loss_table": table[0]["dense_loss"],
-                     "mean_abs_error": statistics.fmean(errors), "max_abs_error": max(errors),
-                     "mean_within_round_spread": statistics.fmean(spreads),
-                     "p_star_real": result.get("p_star", history[-1]["p_c"]), "p_star_replayed": p_replayed}
+        out[folder] = {"round1_dense_loss_real": history[0]["L0"], "round1_dense_loss_table": table[0]["dense_loss"],
+                       "mean_abs_error": statistics.fmean(errors), "max_abs_error": max(errors),
+                       "mean_within_round_spread": statistics.fmean(spreads),
+                       "p_star_real": result.get("p_star", history[-1]["p_c"]), "p_star_replayed": p_replayed}
     return out
 
 
@@ -244,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     # per language, the grid with the most seeds among the files (the harness's own merge)
     merged = R.merge_reports([json.loads(f.read_text()) for f in args.grids])
     grids = {lang: m["grid"] for lang, m in merged.items() if lang in args.langs and m["grid"] is not None}
-    # real dense controller runs exist for the immediate reward only
-    checks = {lang: check_table(lang, t, args.work, ccfg) for lang, t in tables.items()} if args.reward == "immediate" else {}
+    runs = real_runs(args.reward, args.lookahead_steps)
+    checks = {lang: check_table(lang, t, args.work, ccfg, runs) for lang, t in tables.items()}
     print("== the table against the real dense controller runs (same weights)")
     C.print_table(["lang", "run", "round-1 L0 real", "table", "mean |err|", "max |err|", "mean spread in a round",
                    "p* real", "p* replayed"],

@@ -46,14 +46,18 @@ RECIPE = Path(__file__).resolve().parent / "real_data.yaml"
 # mask), `authors` the released scripts' behaviour, `dense_run_std` the default controller (METHOD.md,
 # Controller variants; `dense_run` was the default from the first switch until the second).
 VARIANTS: dict[str, list[str]] = {
-    "paper": ["controller.train_under_mask=true", "controller.advantage=centered"],
+    "paper": ["controller.train_under_mask=true", "controller.reward=immediate", "controller.advantage=centered"],
     "authors": ["controller.fidelity=authors", "controller.advantage=centered"],
-    "std_adv": ["controller.train_under_mask=true", "controller.advantage=standardized"],
-    "lookahead": ["controller.reward=lookahead", "controller.advantage=centered"],
-    "lookahead_std": ["controller.reward=lookahead", "controller.advantage=standardized"],
-    "dense_run": ["controller.train_under_mask=false", "controller.advantage=centered"],
-    "dense_run_std": ["controller.train_under_mask=false", "controller.advantage=standardized"],
-    # the dense run, each mask trained under for 20 steps before it is scored (DenseRunLookaheadScorer)
+    "std_adv": ["controller.train_under_mask=true", "controller.reward=immediate", "controller.advantage=standardized"],
+    # the masked run, each mask trained under for 5 steps before it is scored (LookaheadScorer)
+    "lookahead": ["controller.train_under_mask=true", "controller.reward=lookahead", "controller.lookahead_steps=5",
+                  "controller.advantage=centered"],
+    "lookahead_std": ["controller.train_under_mask=true", "controller.reward=lookahead", "controller.lookahead_steps=5",
+                      "controller.advantage=standardized"],
+    "dense_run": ["controller.train_under_mask=false", "controller.reward=immediate", "controller.advantage=centered"],
+    "dense_run_std": ["controller.train_under_mask=false", "controller.reward=immediate", "controller.advantage=standardized"],
+    # the dense run, each mask trained under for 20 steps before it is scored (DenseRunLookaheadScorer):
+    # the default controller since 2026-12-02 (on the harness's K 10, lookahead_steps null resolves to 20)
     "dense_ahead20_std": ["controller.train_under_mask=false", "controller.reward=lookahead",
                           "controller.lookahead_steps=20", "controller.advantage=standardized"],
 }

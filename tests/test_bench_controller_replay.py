@@ -93,7 +93,8 @@ def test_probe_scores_the_weights_of_the_dense_controller_run(tmp_path, monkeypa
     from helpers import TINY_OVERRIDES
 
     monkeypatch.setenv("GRASP_LORA_CACHE", str(tmp_path / "cache"))
-    cfg = load_config(resolve_recipe("demo"), [*TINY_OVERRIDES, "controller.train_under_mask=false"])
+    cfg = load_config(resolve_recipe("demo"), [*TINY_OVERRIDES, "controller.train_under_mask=false",
+                                               "controller.reward=immediate"])
     exp = Experiment(cfg, root=tmp_path / "run", progress=False, log=lambda _: None)
     exp.prepare()
     exp.adapters()
@@ -116,10 +117,14 @@ def test_probe_scores_the_weights_of_the_dense_controller_run(tmp_path, monkeypa
     val = [(r.get("step"), r.get("val_loss")) for r in real_log if "val_loss" in r]
     assert val and val == [(r.get("step"), r.get("val_loss")) for r in probe_log if "val_loss" in r]
     # the lookahead probe trains every scored mask for a few steps and restores all of it: the run's
-    # own weights are still the dense run's, and its losses are not the immediate ones
-    lookahead = load_config(resolve_recipe("demo"), [*TINY_OVERRIDES, "controller.reward=lookahead",
-                                                     "controller.lookahead_steps=2"])
-    with probing(real[0]["candidates"]):
+    # own weights are still the dense run's, its losses are not the immediate ones, and at round 1
+    # (no commit yet) they are a real dense-run lookahead controller's
+    lookahead = load_config(resolve_recipe("demo"), [*TINY_OVERRIDES, "controller.train_under_mask=false",
+                                                     "controller.reward=lookahead", "controller.lookahead_steps=2"])
+    real_ahead, _ = run(tmp_path / "real_lookahead", lookahead)
+    with probing(real_ahead[0]["candidates"]):
         ahead, ahead_log = run(tmp_path / "lookahead", lookahead)
     assert val == [(r.get("step"), r.get("val_loss")) for r in ahead_log if "val_loss" in r]
-    assert all(h["committed_ratio"] is None for h in ahead) and ahead[0]["losses"] != probed[0]["losses"]
+    assert all(h["committed_ratio"] is None for h in ahead)
+    assert ahead[0]["dense_loss"] == real_ahead[0]["L0"] and ahead[0]["losses"] == real_ahead[0]["losses"]
+    assert ahead[0]["losses"] != probed[0]["losses"]

@@ -11,21 +11,27 @@ def test_every_named_variant_parses_and_keeps_its_meaning_whatever_the_default()
     resolved = {}
     for name, overrides in VARIANTS.items():
         c = load_config(RECIPE, overrides).controller
-        resolved[name] = (c.fidelity, c.advantage, c.reward, c.resolved_train_under_mask())
-    # each name spells out how its controller run trains and its advantage, so a change of default
-    # cannot rename it (nor change the fingerprint of its cached runs)
-    assert all("controller.train_under_mask" in " ".join(o) or "fidelity=authors" in " ".join(o)
-               or "reward=lookahead" in " ".join(o) for o in VARIANTS.values())
-    assert all(any(x.startswith("controller.advantage=") for x in o) for o in VARIANTS.values())
-    assert resolved["paper"] == ("fixed", "centered", "immediate", True)
-    assert resolved["authors"] == ("authors", "centered", "immediate", True)
-    assert resolved["dense_run"] == ("fixed", "centered", "immediate", False)
-    assert resolved["dense_run_std"] == ("fixed", "standardized", "immediate", False)
-    assert resolved["dense_ahead20_std"] == ("fixed", "standardized", "lookahead", False)
-    assert load_config(RECIPE, VARIANTS["dense_ahead20_std"]).controller.lookahead_steps == 20
-    # the default controller is the dense run with standardized advantages
+        resolved[name] = (c.fidelity, c.resolved_advantage(), c.resolved_reward(), c.resolved_train_under_mask(),
+                          c.resolved_lookahead_steps() if c.resolved_reward() == "lookahead" else None)
+    # each name spells out how its controller run trains, its reward (and lookahead steps) and its
+    # advantage, so a change of default cannot change what it names
+    for name, o in VARIANTS.items():
+        keys = {x.split("=")[0] for x in o}
+        assert "controller.advantage" in keys, name
+        if "controller.fidelity" not in keys:
+            assert {"controller.train_under_mask", "controller.reward"} <= keys, name
+        if "controller.reward=lookahead" in o:
+            assert "controller.lookahead_steps" in keys, name
+    assert resolved["paper"] == ("fixed", "centered", "immediate", True, None)
+    assert resolved["authors"] == ("authors", "centered", "immediate", True, None)
+    assert resolved["lookahead"] == ("fixed", "centered", "lookahead", True, 5)
+    assert resolved["dense_run"] == ("fixed", "centered", "immediate", False, None)
+    assert resolved["dense_run_std"] == ("fixed", "standardized", "immediate", False, None)
+    assert resolved["dense_ahead20_std"] == ("fixed", "standardized", "lookahead", False, 20)
+    # the default controller (every key null) is dense_ahead20_std on the harness's recipe (K 10)
     default = load_config(RECIPE, []).controller
-    assert (default.resolved_train_under_mask(), default.resolved_advantage()) == (False, "standardized")
+    assert (default.fidelity, default.resolved_advantage(), default.resolved_reward(), default.resolved_train_under_mask(),
+            default.resolved_lookahead_steps()) == resolved["dense_ahead20_std"]
 
 
 @pytest.mark.parametrize("p_star, best, regret, hit", [

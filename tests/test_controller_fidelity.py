@@ -153,30 +153,37 @@ def test_config_variants_and_refusals():
     with pytest.raises(ConfigError, match="fidelity"):
         load_config(None, ["controller.fidelity=authors", "controller.reward=lookahead"])
     assert load_config(None, ["controller.train_under_mask=false"]).controller.train_under_mask is False
-    # The default resolves per controller: dense run for the default controller, the paper's
-    # masked run where the variant needs it (authors' scripts, lookahead), the paper's on request.
-    resolved = lambda *o: load_config(None, list(o)).controller.resolved_train_under_mask()  # noqa: E731
-    assert load_config(None, []).controller.train_under_mask is None and resolved() is False
-    assert resolved("controller.fidelity=authors") is True
-    assert resolved("controller.reward=lookahead") is True
-    assert resolved("controller.train_under_mask=true") is True
-    assert resolved("controller.advantage=standardized") is False
-    # The advantage follows the run: standardized for the dense run (the default controller),
-    # centered (the paper's) wherever the run trains under the committed mask; explicit values win.
-    adv = lambda *o: load_config(None, list(o)).controller.resolved_advantage()  # noqa: E731
-    assert load_config(None, []).controller.advantage is None and adv() == "standardized"
-    assert adv("controller.train_under_mask=true") == "centered"
-    assert adv("controller.fidelity=authors") == "centered"
-    assert adv("controller.reward=lookahead") == "centered"
-    assert adv("controller.train_under_mask=false", "controller.advantage=centered") == "centered"
-    assert adv("controller.train_under_mask=true", "controller.advantage=standardized") == "standardized"
+    # Every variant key resolves from how the run trains: the default controller is the dense run
+    # with the lookahead reward (2 K steps) and standardized advantages; train_under_mask true (or
+    # fidelity authors) alone gives the paper's controller back; explicit values win.
+    def resolved(*overrides):
+        c = load_config(None, list(overrides)).controller
+        return (c.resolved_train_under_mask(), c.resolved_reward(), c.resolved_lookahead_steps(), c.resolved_advantage())
+
+    default = load_config(None, []).controller
+    assert (default.train_under_mask, default.reward, default.lookahead_steps, default.advantage) == (None,) * 4
+    k = default.every_k_steps
+    assert resolved() == (False, "lookahead", 2 * k, "standardized")
+    assert resolved("controller.every_k_steps=7") == (False, "lookahead", 14, "standardized")
+    assert resolved("controller.train_under_mask=true") == (True, "immediate", 2 * k, "centered")
+    assert resolved("controller.fidelity=authors") == (True, "immediate", 2 * k, "centered")
+    assert resolved("controller.reward=immediate") == (False, "immediate", 2 * k, "standardized")
+    assert resolved("controller.reward=lookahead") == (False, "lookahead", 2 * k, "standardized")
+    assert resolved("controller.train_under_mask=true", "controller.reward=lookahead",
+                    "controller.lookahead_steps=5") == (True, "lookahead", 5, "centered")
+    assert resolved("controller.train_under_mask=false", "controller.advantage=centered")[3] == "centered"
+    assert resolved("controller.train_under_mask=true", "controller.advantage=standardized")[3] == "standardized"
+    with pytest.raises(ConfigError, match="controller.lookahead_steps"):
+        load_config(None, ["controller.lookahead_steps=0"])
+    # resolved() is what a controller run records: no null left, and a resolved config resolves to itself
+    r = default.resolved()
+    assert (r.train_under_mask, r.reward, r.lookahead_steps, r.advantage, r.p_star_rule) == (
+        False, "lookahead", 2 * k, "standardized", "final")
+    assert r.resolved() == r
     with pytest.raises(ConfigError, match="fidelity"):
         load_config(None, ["controller.fidelity=authors", "controller.advantage=standardized"])
     with pytest.raises(ConfigError, match="controller.advantage"):
         load_config(None, ["controller.advantage=ranked"])
-    # lookahead on the dense run (DenseRunLookaheadScorer): accepted, standardized like every dense run
-    dense_ahead = load_config(None, ["controller.train_under_mask=false", "controller.reward=lookahead"]).controller
-    assert (dense_ahead.resolved_train_under_mask(), dense_ahead.resolved_advantage()) == (False, "standardized")
     with pytest.raises(ConfigError, match="fidelity"):
         load_config(None, ["controller.fidelity=authors", "controller.train_under_mask=false"])
     with pytest.raises(ConfigError, match="grid.select_by: only val_loss"):

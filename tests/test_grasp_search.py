@@ -104,10 +104,11 @@ def test_per_seed_controllers_stay_available(exp):
     assert one.controller.seed == exp.cfg.controller.seed == one.train.seed
 
 
-def test_lookahead_and_standardized_variants_run_and_are_recorded(exp, tmp_path):
-    c = replace(exp.cfg.controller, reward="lookahead", lookahead_steps=2, advantage="standardized")
+def test_masked_run_lookahead_and_standardized_variants_run_and_are_recorded(exp, tmp_path):
+    c = replace(exp.cfg.controller, reward="lookahead", lookahead_steps=2, advantage="standardized", train_under_mask=True)
     result, history = controller_run(exp, tmp_path / "v", replace(exp.cfg, controller=c))
-    assert result["reward"] == "lookahead" and result["advantage"] == "standardized"
+    assert (result["reward"], result["lookahead_steps"], result["advantage"]) == ("lookahead", 2, "standardized")
+    assert result["train_under_mask"] is True
     records = [json.loads(line) for line in history.splitlines()]
     assert len(records) == result["rounds"] > 0
     # standardized advantages of a round have mean 0 and population std 1 (or are all 0)
@@ -123,18 +124,22 @@ def test_dense_run_lookahead_trains_dense_and_scores_trained_masks(exp, tmp_path
     assert (result["reward"], result["train_under_mask"], result["advantage"]) == ("lookahead", False, "standardized")
     records = [json.loads(line) for line in history.splitlines()]
     assert len(records) == result["rounds"] > 0
-    # the run trains dense whatever is committed: its validation loss is the default dense run's
-    # (scoring restores weights and optimizer), while its rewards are the lookahead's
-    dense, dense_history = controller_run(exp, tmp_path / "dense", exp.cfg)
+    # the run trains dense whatever is committed: its validation loss is the immediate-reward dense
+    # run's (scoring restores weights and optimizer), while its rewards are the lookahead's
+    immediate = replace(exp.cfg.controller, reward="immediate", train_under_mask=False)
+    dense, dense_history = controller_run(exp, tmp_path / "dense", replace(exp.cfg, controller=immediate))
+    assert dense["reward"] == "immediate" and dense["lookahead_steps"] is None
     assert result["best_val_loss"] == pytest.approx(dense["best_val_loss"], abs=1e-6)
     first = json.loads(dense_history.splitlines()[0])
     assert records[0]["losses"] != pytest.approx(first["losses"])
 
 
-def test_default_controller_is_the_dense_run_and_never_masks_the_controller_run(exp, tmp_path):
-    assert exp.cfg.controller.train_under_mask is None  # the default, resolved per controller
+def test_default_controller_is_the_dense_run_lookahead_and_never_masks_the_controller_run(exp, tmp_path):
+    c = exp.cfg.controller
+    assert (c.train_under_mask, c.reward, c.lookahead_steps, c.advantage) == (None,) * 4  # resolved per controller
     result, history = controller_run(exp, tmp_path / "dense", exp.cfg)
-    assert result["train_under_mask"] is False and result["advantage"] == "standardized"
+    assert (result["train_under_mask"], result["reward"], result["advantage"]) == (False, "lookahead", "standardized")
+    assert result["lookahead_steps"] == 2 * c.every_k_steps
     records = [json.loads(line) for line in history.splitlines()]
     assert len(records) == result["rounds"] > 0
     committed = [r["committed_ratio"] for r in records if r["committed_ratio"] is not None]

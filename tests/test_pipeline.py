@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from helpers import TINY_OVERRIDES, cli_env, run_cli, run_tiny_pipeline
 
@@ -56,8 +57,12 @@ def test_pipeline_writes_every_artefact(reference_run):
     assert final["ratio"] == grasp["p_star"]
     report = (run / "report.md").read_text()
     assert "| GRASP (1 controller run(s) + 1 final run(s)) | 2 |" in report
-    # the default controller trains dense (METHOD.md, Controller variants), and the report says so
-    assert grasp["train_under_mask"] is False and "| dense, masks only scored | standardized |" in report
+    # the default controller trains dense and scores masks after a lookahead of 2 K steps (METHOD.md,
+    # Controller variants), and the report says so
+    steps = 2 * yaml.safe_load((run / "config.yaml").read_text())["controller"]["every_k_steps"]
+    assert grasp["lookahead_steps"] == steps
+    assert grasp["train_under_mask"] is False and grasp["reward"] == "lookahead"
+    assert f"| dense, masks only scored | lookahead, {steps} steps | standardized |" in report
 
 
 def test_final_adapter_loads_with_plain_peft(reference_run):

@@ -102,26 +102,25 @@ class ControllerConfig:
     p_star_rule: Optional[str] = None  # final | best_trial; None: final (fixed), best_trial (authors)
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
-    # Variants beyond the paper (METHOD.md, "The GRASP controller", Controller variants); the defaults are
-    # the paper's but for advantage and train_under_mask, which resolve per controller (see below).
-    # advantage: centered (a_i = r_i - mean r, METHOD.md, "The GRASP controller") | standardized (divided
-    # by the group's std, as GRPO) | None: standardized for the dense controller run (the default
-    # controller, chosen on the real-data harness, BENCHMARKS.md "Real data"), centered wherever the
-    # run trains under the committed mask (the paper's controller, fidelity authors, reward lookahead)
-    advantage: Optional[str] = None
-    # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") |
-    # lookahead (each mask, and the committed one for L0, is first trained for lookahead_steps
-    # optimizer steps, then scored; on the committed-mask run, or on the dense run with
-    # train_under_mask false)
-    reward: str = "immediate"
-    lookahead_steps: int = 5
+    # Variants beyond the paper (METHOD.md, "The GRASP controller", Controller variants). The paper's
+    # controller is `train_under_mask: true` (or `fidelity: authors`, the released scripts); with
+    # the keys below left null, each resolves from it, so that key alone switches between the
+    # default controller (chosen on the real-data harness, BENCHMARKS.md "Real data") and the paper's.
     # train_under_mask: true (the paper: the committed ratio's mask is applied and the controller run
     # trains under it) | false (a commit moves p_c only; the run trains dense and every mask of a
-    # round, L0's at p_c included, is scored on the same weights) | None: false for the default
-    # controller (fidelity fixed, reward immediate), chosen on the real-data harness (BENCHMARKS.md,
-    # "Real data"); true under fidelity authors (the released scripts) and reward lookahead (the
-    # masked-run lookahead; set false explicitly for the dense-run one, DenseRunLookaheadScorer)
+    # round, L0's at p_c included, is cut from the same weights) | None: true under fidelity authors,
+    # false otherwise (the default controller)
     train_under_mask: Optional[bool] = None
+    # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") |
+    # lookahead (each mask, and p_c's for L0, is first trained under for lookahead_steps optimizer
+    # steps, then scored; LookaheadScorer on the masked run, DenseRunLookaheadScorer on the dense one)
+    # | None: immediate on the masked run (the paper), lookahead on the dense run (the default)
+    reward: Optional[str] = None
+    # None: 2 x every_k_steps (20 on the paper's recipes, the steps measured on the real-data harness)
+    lookahead_steps: Optional[int] = None
+    # advantage: centered (a_i = r_i - mean r, the paper) | standardized (divided by the group's std,
+    # as GRPO) | None: centered on the masked run, standardized on the dense run
+    advantage: Optional[str] = None
 
     def resolved_p_star_rule(self) -> str:
         if self.p_star_rule is not None:
@@ -131,12 +130,29 @@ class ControllerConfig:
     def resolved_train_under_mask(self) -> bool:
         if self.train_under_mask is not None:
             return self.train_under_mask
-        return not (self.fidelity == "fixed" and self.reward == "immediate")
+        return self.fidelity == "authors"
+
+    def resolved_reward(self) -> str:
+        if self.reward is not None:
+            return self.reward
+        return "immediate" if self.resolved_train_under_mask() else "lookahead"
+
+    def resolved_lookahead_steps(self) -> int:
+        if self.lookahead_steps is not None:
+            return self.lookahead_steps
+        return 2 * self.every_k_steps
 
     def resolved_advantage(self) -> str:
         if self.advantage is not None:
             return self.advantage
         return "centered" if self.resolved_train_under_mask() else "standardized"
+
+    def resolved(self) -> "ControllerConfig":
+        """This config with every null variant key replaced by what it resolves to: what a controller
+        run records (its fingerprint), so that a change of default is a change of setting."""
+        return replace(self, p_star_rule=self.resolved_p_star_rule(), train_under_mask=self.resolved_train_under_mask(),
+                       reward=self.resolved_reward(), lookahead_steps=self.resolved_lookahead_steps(),
+                       advantage=self.resolved_advantage())
 
 
 @dataclass
@@ -232,7 +248,7 @@ def controller_config(cfg: Config, seed: int | None = None) -> Config:
     controller.seed for both the controller's generator and the training order. Per-seed
     controllers (`pipeline.controller_per_seed`): both from `seed`."""
     s = cfg.controller.seed if seed is None else seed
-    return replace(cfg, train=replace(cfg.train, seed=s), controller=replace(cfg.controller, seed=s))
+    return replace(cfg, train=replace(cfg.train, seed=s), controller=replace(cfg.controller, seed=s).resolved())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -346,12 +362,14 @@ def validate(cfg: Config) -> None:
     _check(c.score_batch_size >= 1, "controller.score_batch_size: must be >= 1")
     _check(c.advantage in (None, "centered", "standardized"),
            f"controller.advantage: expected centered, standardized or null, got {c.advantage!r}")
-    _check(c.reward in ("immediate", "lookahead"), f"controller.reward: expected immediate or lookahead, got {c.reward!r}")
-    _check(c.lookahead_steps >= 1, f"controller.lookahead_steps: must be >= 1, got {c.lookahead_steps}")
+    _check(c.reward in (None, "immediate", "lookahead"),
+           f"controller.reward: expected immediate, lookahead or null, got {c.reward!r}")
+    _check(c.lookahead_steps is None or c.lookahead_steps >= 1,
+           f"controller.lookahead_steps: must be >= 1 (or null: 2 x every_k_steps), got {c.lookahead_steps}")
     _check(c.train_under_mask is None or isinstance(c.train_under_mask, bool),
            f"controller.train_under_mask: expected true, false or null, got {c.train_under_mask!r}")
     _check(c.fidelity == "fixed"
-           or ((c.resolved_advantage(), c.reward) == ("centered", "immediate") and c.resolved_train_under_mask()),
+           or ((c.resolved_advantage(), c.resolved_reward()) == ("centered", "immediate") and c.resolved_train_under_mask()),
            "controller.fidelity: authors reproduces the released scripts; combine advantage/reward/train_under_mask variants "
            "with fidelity fixed")
     g = cfg.grid

@@ -155,7 +155,7 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
             res = read_json(gdir / "result.json")
             controllers.append({"seed": res.get("seed"), "p_star": res["p_star"], "rule": res["p_star_rule"],
                                 "training": _controller_training(res), "advantage": res.get("advantage"),
-                                "rounds": res["rounds"],
+                                "reward": _controller_reward(res), "rounds": res["rounds"],
                                 "controller_round_share": res.get("controller_round_share"),
                                 "wall_clock_s": res.get("wall_clock_s")})
     bertscore_settings = None
@@ -191,6 +191,13 @@ def _controller_training(res: dict[str, Any]) -> str | None:
     if under_mask is None:  # a result written before the key existed
         return None
     return "under the committed mask (the paper's)" if under_mask else "dense, masks only scored"
+
+
+def _controller_reward(res: dict[str, Any]) -> str | None:
+    reward = res.get("reward")
+    if reward == "lookahead" and res.get("lookahead_steps"):
+        return f"lookahead, {res['lookahead_steps']} steps"
+    return reward
 
 
 def _runtime(root: Path) -> dict[str, Any]:
@@ -305,12 +312,12 @@ def build_report(run_dir: str | Path) -> Path:
                   f"adapters: {results['stage1_minutes']:.2f} minutes, counted once.", ""]
     if results["controller"]:
         lines += ["## Controller", "",
-                  "| seed | p* | rule | controller run | advantages | rounds | round share of run |",
-                  "|---|---:|---|---|---|---:|---:|"]
+                  "| seed | p* | rule | controller run | reward | advantages | rounds | round share of run |",
+                  "|---|---:|---|---|---|---|---:|---:|"]
         for c in results["controller"]:
             share = c.get("controller_round_share")
             lines.append(f"| {_list(c['seed'])} | {c['p_star']:.4f} | {c['rule']} | {c.get('training') or '–'} | "
-                         f"{c.get('advantage') or '–'} | {c['rounds']} | {'–' if share is None else f'{100 * share:.1f}%'} |")
+                         f"{c.get('reward') or '–'} | {c.get('advantage') or '–'} | {c['rounds']} | {'–' if share is None else f'{100 * share:.1f}%'} |")
         lines.append("")
     lines += ["## Runtime: grid search vs GRASP", "", _runtime_table(results), "",
               "GRASP = one controller run (p*) + a final run at p* per seed; grid = one fixed-ratio run per ratio "

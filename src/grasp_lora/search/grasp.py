@@ -77,11 +77,12 @@ def run_grasp_search(
     )
     evaluate_loss = micro_dev_loss_fn(model, micro_set, c.score_batch_size)  # sharded + all-reduced
     get_optimizer = lambda: optimizer_ref.get("optimizer")  # noqa: E731
-    lookahead = dict(model=model, train_set=train_set, steps=c.lookahead_steps, seed=c.seed,
+    lookahead = dict(model=model, train_set=train_set, steps=c.resolved_lookahead_steps(), seed=c.seed,
                      targets_only=cfg.train.targets_only_head)
-    if c.reward == "lookahead" and not c.resolved_train_under_mask():
+    reward = c.resolved_reward()
+    if reward == "lookahead" and not c.resolved_train_under_mask():
         scorer = DenseRunLookaheadScorer(mask_state, evaluate_loss, get_optimizer, **lookahead, **scorer_args)
-    elif c.reward == "lookahead":
+    elif reward == "lookahead":
         scorer = LookaheadScorer(mask_state, evaluate_loss, get_optimizer, **lookahead, **scorer_args)
     elif not c.resolved_train_under_mask():
         scorer = DenseRunScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
@@ -111,7 +112,8 @@ def run_grasp_search(
         "p_star_rule": rule,
         "fidelity": c.fidelity,
         "advantage": c.resolved_advantage(),
-        "reward": c.reward,
+        "reward": reward,
+        "lookahead_steps": c.resolved_lookahead_steps() if reward == "lookahead" else None,
         "train_under_mask": c.resolved_train_under_mask(),
         "rounds": len(controller.history),
         "final_p_c": controller.p_c,

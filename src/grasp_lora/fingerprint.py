@@ -5,7 +5,8 @@ A unit (data preparation, a stage-1 adapter, a baseline, the controller run, a g
 final run, one system's predictions + metrics) records in its manifest
 
 - ``fingerprint``: the values of the config keys that can change its result (``UNIT_KEYS``) and
-  their hash;
+  their hash (the controller run's config has its `null` variant keys resolved first,
+  `config.controller_config`, so a change of their default is a change of setting);
 - ``inputs``: digests of what it read: the manifests of the units upstream of it and, for data
   preparation, the local data files.
 

@@ -41,10 +41,11 @@ from benchmarks import _common as C
 RECIPE = Path(__file__).resolve().parent / "real_data.yaml"
 
 # Named controller variants: config overrides on top of the recipe, each spelling out how the run
-# trains and its advantage, so that a name keeps its meaning (and its cached runs) whatever the
-# default. `paper` is METHOD.md, "The GRASP controller" (fidelity fixed, training under the committed
-# mask), `authors` the released scripts' behaviour, `dense_run_std` the default controller (METHOD.md,
-# Controller variants; `dense_run` was the default from the first switch until the second).
+# trains, its reward (and lookahead steps) and its advantage, so that a name keeps its meaning
+# whatever the default. `paper` is METHOD.md, "The GRASP controller" (fidelity fixed, training under
+# the committed mask), `authors` the released scripts' behaviour, `dense_ahead20_std` the default
+# controller (METHOD.md, Controller variants; `dense_run` and then `dense_run_std` were the default
+# after the first and second switches).
 VARIANTS: dict[str, list[str]] = {
     "paper": ["controller.train_under_mask=true", "controller.reward=immediate", "controller.advantage=centered"],
     "authors": ["controller.fidelity=authors", "controller.advantage=centered"],

@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from benchmarks.bench_controller_replay import (REPLAY_VARIANTS, ProbeController, TableScorer, grid_val_loss,
-                                                probing, replay)
+from benchmarks.bench_controller_replay import (REPLAY_VARIANTS, ProbeController, TableScorer, goal_rate,
+                                                grid_val_loss, probing, replay)
 from benchmarks.bench_real_data import RECIPE
 from grasp_lora.config import load_config
 from grasp_lora.controller import grpo
@@ -76,6 +76,15 @@ def test_grid_val_loss_interpolates_between_grid_points():
     g = {"points": [{"ratio": 0.2, "val_loss": 1.2}, {"ratio": 0.1, "val_loss": 1.0}]}
     assert grid_val_loss(g, 0.15) == pytest.approx(1.1)
     assert grid_val_loss(g, 0.9) == pytest.approx(1.2)
+
+
+def test_goal_rate_counts_controller_seeds_that_miss_at_most_one_case_over_all_languages():
+    rows = [{"variant": "v", "lang": "ar", "cases": 3, "hits_per_controller_seed": [3, 3, 0, 2]},
+            {"variant": "v", "lang": "zh", "cases": 3, "hits_per_controller_seed": [3, 2, 3, 2]},
+            {"variant": "w", "lang": "ar", "p_star_mean": 0.5}]  # no grid: no goal rate
+    # controller seed 0: 6 of 6, seed 1: 5 of 6 (goal), seed 2: 3 of 6, seed 3: 4 of 6
+    assert goal_rate(rows, "v") == pytest.approx(0.5)
+    assert goal_rate(rows, "w") is None and goal_rate(rows, "absent") is None
 
 
 def test_probing_swaps_the_controller_only_inside():

@@ -41,8 +41,10 @@ from grasp_lora.io import read_jsonl
 
 # Variants screened by replay: overrides of ControllerConfig on top of the recipe's controller with
 # train_under_mask false (the probe's trajectory is only theirs; its default advantage is
-# standardized). `dense_run` and `dense_run_std` are the harness variants of the same names, replayed
-# to check the replay against their real runs.
+# standardized). The replayed controller only sees the table, so the reward is the table's: on an
+# immediate table `dense_run` and `dense_run_std` are the harness variants of the same names, on a
+# 20-step lookahead table `dense_run_std` is `dense_ahead20_std` (the default controller); the
+# replay checks both against their real runs (`real_runs`).
 REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
     "dense_run": {"advantage": "centered"},
     "dense_run_std": {"advantage": "standardized"},

@@ -202,17 +202,16 @@ def screen(tables: dict[str, list[dict[str, Any]]], grids: dict[str, dict[str, A
                                    "p_star_mean": statistics.fmean(p_stars), "p_star_std": statistics.pstdev(p_stars),
                                    "p_star_quartiles": [float(q) for q in np.quantile(p_stars, [0.25, 0.5, 0.75])]}
             if grid is not None:
-                hits, regrets = [], []
+                regrets = []
                 per_controller_seed = [0] * len(p_stars)  # training seeds hit by each controller seed's p*
                 for seed, g in grid["seeds"].items():
                     for i, p in enumerate(p_stars):
                         regret = grid_val_loss(g, p) - g["best_val_loss"]
                         regrets.append(regret)
-                        hit = R.case(lang, int(seed), p, g["best_ratio"], regret)["hit"]
-                        hits.append(hit)
-                        per_controller_seed[i] += hit
-                row.update(hit_rate=statistics.fmean(hits), mean_regret=statistics.fmean(regrets),
-                           cases=len(grid["seeds"]), hits_per_controller_seed=per_controller_seed)
+                        per_controller_seed[i] += R.case(lang, int(seed), p, g["best_ratio"], regret)["hit"]
+                cases = len(grid["seeds"])
+                row.update(hit_rate=sum(per_controller_seed) / (cases * len(p_stars)), mean_regret=statistics.fmean(regrets),
+                           cases=cases, hits_per_controller_seed=per_controller_seed)
             rows.append(row)
     return rows
 

@@ -45,7 +45,7 @@ def run_grasp_search(
     from grasp_lora.pruning.state import MaskState
     from grasp_lora.training.loop import micro_dev_loss_fn, train
 
-    c = cfg.controller
+    c = cfg.controller.resolved()  # every null variant key resolved once (direct callers pass raw configs)
     micro_dev_rows = micro_dev_rows[: c.micro_dev_size]
     if not micro_dev_rows:
         raise EmptyMicroDevError(
@@ -77,14 +77,13 @@ def run_grasp_search(
     )
     evaluate_loss = micro_dev_loss_fn(model, micro_set, c.score_batch_size)  # sharded + all-reduced
     get_optimizer = lambda: optimizer_ref.get("optimizer")  # noqa: E731
-    lookahead = dict(model=model, train_set=train_set, steps=c.resolved_lookahead_steps(), seed=c.seed,
+    lookahead = dict(model=model, train_set=train_set, steps=c.lookahead_steps, seed=c.seed,
                      targets_only=cfg.train.targets_only_head)
-    reward = c.resolved_reward()
-    if reward == "lookahead" and not c.resolved_train_under_mask():
+    if c.reward == "lookahead" and not c.train_under_mask:
         scorer = DenseRunLookaheadScorer(mask_state, evaluate_loss, get_optimizer, **lookahead, **scorer_args)
-    elif reward == "lookahead":
+    elif c.reward == "lookahead":
         scorer = LookaheadScorer(mask_state, evaluate_loss, get_optimizer, **lookahead, **scorer_args)
-    elif not c.resolved_train_under_mask():
+    elif not c.train_under_mask:
         scorer = DenseRunScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
     else:
         scorer = MaskedModelScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
@@ -103,7 +102,7 @@ def run_grasp_search(
         log_path=out / "train_log.jsonl", progress=progress, timer=timer, seed=cfg.train.seed, desc="controller",
     )
 
-    rule = c.resolved_p_star_rule()
+    rule = c.p_star_rule
     p_star = controller.p_star(rule)
     digests = dist.agree_on_digest(_state_digest(controller, mask_state, p_star), "controller run: history and masks")
     total = time.perf_counter() - started
@@ -111,10 +110,10 @@ def run_grasp_search(
         "p_star": p_star,
         "p_star_rule": rule,
         "fidelity": c.fidelity,
-        "advantage": c.resolved_advantage(),
-        "reward": reward,
-        "lookahead_steps": c.resolved_lookahead_steps() if reward == "lookahead" else None,
-        "train_under_mask": c.resolved_train_under_mask(),
+        "advantage": c.advantage,
+        "reward": c.reward,
+        "lookahead_steps": c.lookahead_steps if c.reward == "lookahead" else None,
+        "train_under_mask": c.train_under_mask,
         "rounds": len(controller.history),
         "final_p_c": controller.p_c,
         "mu": controller.policy.mu,

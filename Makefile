@@ -9,7 +9,15 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 CONSTRAINTS := constraints.txt
 
-.PHONY: install demo test wheel-test constraints clean
+# `make test` (the README's command): the fast tier on two pytest-xdist workers, which includes a
+# smoke pass of every slow path (the embedded model converted and loaded, the whole pipeline, its
+# kill-and-resume, two-process training); the ten slowest tests are printed at the end.
+# `make test-slow`: the second tier (`-m slow`: the embedded GGUF read directly by transformers as
+# the conversion's reference). `.ci/run` runs both.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10
+
+.PHONY: install demo test test-slow wheel-test constraints clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +33,10 @@ demo: install
 	$(VENV)/bin/grasp-lora demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PYTEST) -m "not slow"
+
+test-slow: install
+	$(PYTEST) -m slow
 
 # The wheel is the product: build it, install it (not editable, no source tree on the path) into a
 # fresh virtual environment, and run the installed command there.

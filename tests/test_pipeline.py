@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import TINY_OVERRIDES, cli_env, run_cli, run_tiny_pipeline
+from helpers import TINY_OVERRIDES, cli_env, run_cli
 
 
 def _comparable(results_json: Path) -> dict:
@@ -27,10 +28,8 @@ def _comparable(results_json: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    run_dir, proc = run_tiny_pipeline(root)
-    return root, run_dir, proc
+def reference_run(tiny_run):
+    return tiny_run
 
 
 def test_pipeline_writes_every_artefact(reference_run):
@@ -84,8 +83,10 @@ def test_final_adapter_loads_with_plain_peft(reference_run):
     assert cfg["r"] == 8 and cfg["lora_alpha"] == 8  # c = 1 (merge.scaling none) -> alpha = c * r
 
 
-def test_rerun_skips_every_finished_stage(reference_run):
-    root, run, _ = reference_run
+def test_rerun_skips_every_finished_stage(reference_run, tmp_path):
+    root, reference, _ = reference_run
+    run = tmp_path / "run"  # the reference run is shared (read-only)
+    shutil.copytree(reference, run)
     before = (run / "results.json").read_text()
     # --no-progress, not --quiet: --quiet hides the [skip] lines this test reads.
     proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--no-progress"], root / "cache")
@@ -125,11 +126,13 @@ def test_killed_pipeline_resumes_to_the_same_report(reference_run):
     assert leftovers == []
 
 
-def test_optuna_search_through_the_cli(reference_run):
+def test_optuna_search_through_the_cli(reference_run, tmp_path):
     from grasp_lora.config import load_config
     from grasp_lora.pipeline import Experiment
 
-    root, run, _ = reference_run
+    root, reference, _ = reference_run
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
     proc = run_cli(["search", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--quiet", "--method", "optuna",
                     "--trials", "2"], root / "cache")
     assert proc.returncode == 0, proc.stderr[-2000:]

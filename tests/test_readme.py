@@ -1,4 +1,8 @@
-"""Every `grasp-lora ... demo` command of the README's "Use" block runs, on a tiny model."""
+"""Every `grasp-lora ... demo` command of the README's "Use" block runs, on a tiny model.
+
+The commands run in this process, through `grasp_lora.cli.main` (what the `grasp-lora` script
+calls): a fresh interpreter per command would spend most of the test importing torch again.
+test_pipeline and test_distributed run the installed command in subprocesses."""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import re
 import shlex
 from pathlib import Path
 
-from helpers import TINY_OVERRIDES, run_cli
+import logging
+
+from helpers import TINY_OVERRIDES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # Three grid points so the README's `--point 2` exists; everything else as the tiny pipeline test.
@@ -38,13 +44,21 @@ def test_readme_lists_the_stage_commands():
     assert {"prepare", "train-adapter", "search", "finetune", "baseline", "generate", "evaluate", "report"} <= verbs
 
 
-def test_every_readme_demo_command_runs(tmp_path, monkeypatch):
+def test_every_readme_demo_command_runs(tmp_path, monkeypatch, capsys):
+    from grasp_lora.cli import main
+
     run_dir = tmp_path / "runs" / "demo"
     monkeypatch.chdir(tmp_path)  # relative outputs of the README (preds.jsonl) land in the scratch folder
-    for args in readme_demo_commands():
-        full = with_tiny_run(args, run_dir)
-        proc = run_cli(full, tmp_path / "cache")
-        assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stderr[-2000:]}"
+    monkeypatch.setenv("GRASP_LORA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    log = logging.getLogger("grasp_lora")
+    saved = (list(log.handlers), log.level)
+    try:
+        for args in readme_demo_commands():
+            code = main(with_tiny_run(args, run_dir))
+            assert code == 0, f"{' '.join(args)}\n{capsys.readouterr().err[-2000:]}"
+    finally:
+        log.handlers[:], log.level = saved
     assert (run_dir / "seed_42/final/adapter/adapter_config.json").exists()
     assert (run_dir / "systems/lorahub/metrics.json").exists()
     assert (tmp_path / "metrics.json").exists()  # `evaluate --predictions preds.jsonl` writes beside it

@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TINY_OVERRIDES, run_cli, run_tiny_pipeline
+from helpers import TINY_OVERRIDES, run_cli
 
 from grasp_lora.fingerprint import plan_resume
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    run, _ = run_tiny_pipeline(root)
+def first_run(tiny_run):
+    root, run, _ = tiny_run
     return root, run
 
 

@@ -107,22 +107,3 @@ def test_tokenizer_without_bos():
     prompt = build_prompt("mlqa", "en", {"context": "ab", "question": "q"})
     assert out["input_ids"] == [ord(c) + 10 for c in prompt] + [ord("a") + 10, 1]
     assert out["labels"] == [IGNORE_INDEX] * len(prompt) + [ord("a") + 10, 1]
-
-
-def test_real_gemma_tokenizer():
-    """One test on the embedded Gemma 3 270M tokenizer (converted once into the cache, ~15-40 s)."""
-    from grasp_lora.models.loading import load_tokenizer
-
-    tok = load_tokenizer("gemma-3-270m")
-    ex = {"id": "g", "context": "长江是中国最长的河流，全长约6300公里。" * 3, "question": "长江全长约多少公里？",
-          "answers": ["6300公里"]}
-    out = encode_for_training(tok, "mlqa", "zh", ex, max_length=4096)
-    prompt = tok.encode(build_prompt("mlqa", "zh", ex), add_special_tokens=False)
-    target = tok.encode("6300公里", add_special_tokens=False)
-    assert out["input_ids"] == [tok.bos_token_id] + prompt + target + [tok.eos_token_id]
-    assert out["input_ids"].count(tok.bos_token_id) == 1
-    assert tok.decode(out["input_ids"][1:1 + len(prompt)]) == build_prompt("mlqa", "zh", ex)
-    assert sum(l != IGNORE_INDEX for l in out["labels"]) == len(target) + 1
-    short = encode_for_training(tok, "mlqa", "zh", ex, max_length=len(out["input_ids"]) - 10)
-    assert len(short["input_ids"]) == len(out["input_ids"]) - 10
-    assert tok.decode(short["input_ids"][:-len(target) - 1]).endswith("\n问题:长江全长约多少公里？\n答案:")

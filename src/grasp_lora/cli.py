@@ -60,7 +60,7 @@ def _config(args):
     return load_config(resolve_recipe(args.recipe), overrides)
 
 
-def _experiment(args):
+def _experiment(args, redo_damaged: bool = True):
     from grasp_lora import tracking
     from grasp_lora.pipeline import Experiment
 
@@ -71,7 +71,7 @@ def _experiment(args):
     exp = Experiment(cfg, progress=args.progress)
     # Stops here, before any work, if finished results were made with other settings; then
     # writes config.yaml (docs: README "Resume").
-    exp.start(rerun_changed=getattr(args, "rerun_changed", False))
+    exp.start(rerun_changed=getattr(args, "rerun_changed", False), redo_damaged=redo_damaged)
     return exp
 
 
@@ -186,7 +186,7 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    exp = _experiment(args)
+    exp = _experiment(args, redo_damaged=False)  # runs no stage: damaged units are left to one that does
     from grasp_lora.evaluation.run import with_adapter
     from grasp_lora.systems import generate
 
@@ -200,7 +200,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    exp = _experiment(args)
+    exp = _experiment(args, redo_damaged=False)
     from grasp_lora.evaluation.evaluate import evaluate_predictions, read_predictions, write_metrics
 
     rows = exp.rows(exp.cfg.data.target_lang, args.split)
@@ -247,6 +247,16 @@ def cmd_report(args) -> int:
     print(f"report: {path}\n")
     print(headline(args.run_dir))
     return 0
+
+
+def cmd_verify(args) -> int:
+    # Read-only, no lock: it may run beside a command working in the folder.
+    from grasp_lora.verify import verify_run
+
+    check = verify_run(args.run_dir)
+    for line in check.lines():
+        print(line)
+    return 0 if check.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     _output_options(p)
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("verify", help="check every finished unit's files against its manifest (exit 1 when damaged)")
+    p.add_argument("run_dir")
+    _output_options(p)
+    p.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -359,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     if n is not None and n > 1 and dist.launched_world_size() == 1:
         return relaunch(raw, n)
     setup_logging(args.quiet, args.verbose)
+    if not args.progress:
+        # transformers' and the hub's own bars ("Loading weights") too; read when they are imported.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     dist.init()  # joins the process group under a launcher (before any model is loaded)
     quiet_other_ranks()
     from grasp_lora import tracking

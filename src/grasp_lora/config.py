@@ -262,6 +262,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not valid YAML (not UTF-8 text: {e})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

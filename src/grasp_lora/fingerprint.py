@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from grasp_lora.io import MANIFEST, manifest_complete, read_json
+from grasp_lora.artefacts import damaged_files, read_manifest
+from grasp_lora.io import MANIFEST, DamagedFileError
 
 _MODEL = ("model",)
 _DATA = (
@@ -178,6 +179,9 @@ class Stale:
     unit: Unit
     changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (recorded, now)
     reasons: list[str] = field(default_factory=list)
+    # Redone without asking: its own files are damaged, or it reads only from units that are. A
+    # damaged file is never a result anyone wants kept, unlike one made with other settings.
+    damaged: bool = False
 
 
 _MISSING = "<absent>"
@@ -196,39 +200,56 @@ def plan_resume(units: Sequence[Unit]) -> list[Stale]:
     """The finished units that no longer match, in the order given (upstream before downstream).
 
     Units must be listed upstream first. A unit that is not finished is not stale, but it makes
-    every finished unit downstream of it stale (they read what it will produce).
+    every finished unit downstream of it stale (they read what it will produce). A finished unit
+    whose files no longer match its manifest's record (`artefacts.damaged_files`), or whose
+    manifest does not parse, is stale with `damaged` set, and so is everything downstream of it
+    that is stale for no other reason.
     """
     by_name = {u.name: u for u in units}
-    will_run: set[str] = set()  # stale, or not finished: its outputs will be (re)made
+    will_run: dict[str, bool] = {}  # stale or not finished -> (re)made; True when only damage is why
     stale: list[Stale] = []
     for u in units:
         missing = [n for n in u.upstream if n not in by_name]
         if missing:
             raise ValueError(f"unit {u.name}: upstream {missing} not in the plan (list upstream units first)")
-        if not manifest_complete(u.dir):
-            will_run.add(u.name)
+        try:
+            manifest = read_manifest(u.dir)
+        except DamagedFileError:
+            s = Stale(u, reasons=[f"{MANIFEST} does not parse"], damaged=True)
+            stale.append(s)
+            will_run[u.name] = True
             continue
-        manifest = read_json(Path(u.dir) / MANIFEST)
+        if manifest is None or manifest.get("status") != "complete":
+            will_run[u.name] = False
+            continue
         s = Stale(u)
         rec = manifest.get("fingerprint")
+        other = False  # a reason that is not damage
         if not isinstance(rec, Mapping) or "keys" not in rec:
             s.reasons.append("made without a settings record (an older grasp-lora)")
+            other = True
         else:
             s.changed = _diff(rec["keys"], u.fingerprint()["keys"])
+            other = bool(s.changed)
             recorded_inputs = manifest.get("inputs") or {}
             now_inputs = current_inputs(u, by_name)
             for n in u.upstream:
                 if n in will_run:
                     s.reasons.append(f"{n} will be redone")
+                    other = other or not will_run[n]
                 elif recorded_inputs.get(n) != now_inputs.get(n):
                     s.reasons.append(f"{n} was redone since")
+                    other = True
             for f in u.files:
                 k = f"file:{f}"
                 if recorded_inputs.get(k) != now_inputs.get(k):
                     s.reasons.append(f"{f} changed")
+                    other = True
+        s.reasons += [f"damaged: {p}" for p in damaged_files(u.dir, manifest)]
         if s.changed or s.reasons:
+            s.damaged = not other
             stale.append(s)
-            will_run.add(u.name)
+            will_run[u.name] = s.damaged
     return stale
 
 
@@ -238,13 +259,15 @@ def _short(v: Any) -> str:
 
 
 def stale_message(root: str | Path, stale: Sequence[Stale], max_units: int = 8) -> str:
-    """One line: the changed keys (old -> new), the affected units, the two ways forward."""
+    """One line: the changed keys (old -> new), the affected units, the two ways forward. Units
+    stale only through damage (redone without asking) are left out."""
+    stale = [s for s in stale if not s.damaged]
     changed: dict[str, tuple[Any, Any]] = {}
     other: list[str] = []
     for s in stale:
         for k, v in s.changed.items():
             changed.setdefault(k, v)
-        if not s.changed:
+        if not s.changed and not s.damaged:
             other.extend(r for r in s.reasons if "will be redone" not in r and "was redone" not in r)
     parts = [f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changed.items()]
     parts += sorted(set(other))

@@ -41,8 +41,24 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
 
 
+class DamagedFileError(ValueError):
+    """A file does not load (truncated, edited or corrupted); the message names it and the way out."""
+
+
+DAMAGED_HINT = ("restore it, or delete it and run the command again (in a run folder, `grasp-lora verify RUN` "
+                "names what is damaged and `grasp-lora pipeline` redoes it)")
+
+
+def damaged(path: str | Path, what: str, error: BaseException | str) -> DamagedFileError:
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DamagedFileError(f"{path}: damaged, not a readable {what} ({detail}); {DAMAGED_HINT}")
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise damaged(path, "JSON file", e) from None
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -53,19 +69,47 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file we wrote. A torn last line (a crash mid-append) is dropped."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                # Only the final line of an append-only log can be torn; anything else is corrupt.
-                rest = f.read()
-                if rest.strip():
-                    raise ValueError(f"{path}: corrupt JSONL line: {line[:80]!r}") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    # Only the final line of an append-only log can be torn; anything else is corrupt.
+                    rest = f.read()
+                    if rest.strip():
+                        raise damaged(path, "JSONL file", f"line {number}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise damaged(path, "JSONL file", e) from None
     return rows
+
+
+def load_safetensors(path: str | Path) -> dict[str, Any]:
+    """Every tensor of a safetensors file (CPU); a file that does not load is named (DamagedFileError)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise damaged(path, "safetensors file", e) from None
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Open a safetensors file's header and tensors without keeping them: DamagedFileError when it
+    does not load (a truncated file, a damaged header). A flipped byte inside a tensor's data still
+    loads: only the sha256 a manifest records catches that (grasp_lora.artefacts)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                f.get_slice(key)
+    except SafetensorError as e:
+        raise damaged(path, "safetensors file", e) from None
 
 
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
@@ -161,11 +205,27 @@ def _extra_for(stage_dir: str | Path) -> dict[str, Any]:
     return {}
 
 
+def file_records(stage_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """{path relative to `stage_dir`: {"size", "sha256"}} of every file a unit wrote: everything
+    under its folder but its manifest and hidden entries (temp files and folders start with a dot).
+    Resume and `grasp-lora verify` check a finished unit's files against this record."""
+    root = Path(stage_dir)
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or rel.as_posix() == MANIFEST or any(part.startswith(".") for part in rel.parts):
+            continue
+        out[rel.as_posix()] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    return out
+
+
 def write_manifest(stage_dir: str | Path, **fields: Any) -> dict[str, Any]:
-    """Write a stage manifest with status complete; call it last, after every artefact is written."""
+    """Write a stage manifest with status complete; call it last, after every artefact is written.
+    It records the size and sha256 of every file in the folder (`file_records`)."""
     manifest = {"status": "complete", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
     manifest.update(_extra_for(stage_dir))
     manifest.setdefault("environment", environment_info())
+    manifest["files"] = file_records(stage_dir)
     write_json(Path(stage_dir) / MANIFEST, manifest)
     return manifest
 

@@ -86,11 +86,13 @@ class Experiment(StageContext):
         """Every unit of work this configuration defines, upstream first (the resume plan)."""
         return run_plan.units(self.cfg, self.layout)
 
-    def start(self, rerun_changed: bool = False) -> None:
+    def start(self, rerun_changed: bool = False, redo_damaged: bool = True) -> None:
         """Before any work: refuse (or, with `rerun_changed`, clear) finished units made with other
-        settings, then write config.yaml, which from then on describes every result in the folder."""
+        settings, clear damaged units for redoing (unless `redo_damaged` is false: commands that
+        run no stage), then write config.yaml, which from then on describes every result in the
+        folder."""
         if not self._started:
-            run_plan.check_and_save_config(self.cfg, self.layout, rerun_changed, self._log)
+            run_plan.check_and_save_config(self.cfg, self.layout, rerun_changed, self._log, redo_damaged)
             self._started = True
 
     # ---- stages -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ and the check before any work that finished units were made with the same settin
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -11,6 +12,9 @@ from grasp_lora import distributed as dist
 from grasp_lora import fingerprint as fp
 from grasp_lora.config import Config, controller_config, save_config, seed_config
 from grasp_lora.run_layout import RunLayout
+from grasp_lora.run_lock import unit_lock
+
+logger = logging.getLogger(__name__)
 
 
 def data_files(cfg: Config) -> tuple[Path, ...]:
@@ -83,19 +87,32 @@ def units(cfg: Config, layout: RunLayout) -> list[fp.Unit]:
     return out
 
 
-def check_and_save_config(cfg: Config, layout: RunLayout, rerun_changed: bool, log: Callable[[str], None]) -> None:
+def check_and_save_config(cfg: Config, layout: RunLayout, rerun_changed: bool, log: Callable[[str], None],
+                          redo_damaged: bool = True) -> None:
     """Before any work: refuse (or, with `rerun_changed`, clear) finished units made with other
-    settings, then write config.yaml, which from then on describes every result in the folder."""
+    settings, clear damaged units (their files no longer match their manifests) and what depends
+    on them, then write config.yaml, which from then on describes every result in the folder.
+    Commands that run no stage (`generate`, `evaluate`) pass `redo_damaged=False`: damaged units
+    are left as they are (a warning names them) for a stage command to redo."""
     plan = units(cfg, layout)
 
     def check() -> None:
         stale = fp.plan_resume(plan)
-        if stale and not rerun_changed:
+        if any(not s.damaged for s in stale) and not rerun_changed:
             raise fp.ConfigChangedError(fp.stale_message(layout.root, stale))
+        if not redo_damaged:
+            damaged = [s.unit.name for s in stale if s.damaged]
+            if damaged:
+                logger.warning("%s: %d unit(s) damaged or reading damaged ones (%s); `grasp-lora verify %s` names "
+                               "the files, a stage command redoes them", layout.root, len(damaged),
+                               ", ".join(damaged[:4]) + (" ..." if len(damaged) > 4 else ""), layout.root)
+            stale = [s for s in stale if not s.damaged]
         for s in stale:
-            why = ", ".join(list(s.changed) + s.reasons)
-            log(f"[redo] {s.unit.name}: {why}")
-            fp.remove_unit(s.unit)
+            # Another process may be working on the unit (a scheduler job): never delete under it.
+            with unit_lock(layout.root, s.unit.name):
+                why = ", ".join(list(s.changed) + s.reasons)
+                log(f"[redo] {s.unit.name}: {why}")
+                fp.remove_unit(s.unit)
         layout.root.mkdir(parents=True, exist_ok=True)
         save_config(cfg, layout.config_path)
 

@@ -24,6 +24,7 @@ from grasp_lora.base_model import BaseModel
 from grasp_lora.config import Config, controller_config, seed_config
 from grasp_lora.io import manifest_complete, read_json, set_manifest_extra, write_json, write_manifest
 from grasp_lora.run_layout import RunLayout
+from grasp_lora.run_lock import UnitBusyError, UnitLock
 from grasp_lora.run_plan import units
 from grasp_lora.training.finetune import TrainAtRatio, merged_finetune
 
@@ -45,6 +46,7 @@ class StageContext:
         self.progress = progress
         self._log = log if log is not None else logger.info  # the CLI sets level and handler
         self.base = base if base is not None else BaseModel(cfg.model)
+        self._unit_lock: UnitLock | None = None  # the unit this process works on (rank 0)
         dist.init()  # under a launcher: join the process group before any collective
 
     @property
@@ -61,10 +63,14 @@ class StageContext:
         return load_split(self.layout.data_dir, lang, split)
 
     def skip(self, path: Path, what: str) -> bool:
-        """True when the unit in `path` is complete; otherwise the unit is about to run, and its
-        settings and inputs are set up to go into the manifest it ends with."""
+        """True when the unit in `path` is complete; otherwise the unit is about to run: this
+        process takes its lock (grasp_lora.run_lock; UnitBusyError when another process holds
+        it), and its settings and inputs are set up to go into the manifest it ends with."""
         # Rank 0's view, broadcast: another rank could otherwise see a manifest rank 0 just wrote.
-        if dist.from_main(manifest_complete(path)):
+        complete, busy = dist.from_main(self._claim(path) if dist.is_main() else (False, None))
+        if busy is not None:
+            raise UnitBusyError(busy)
+        if complete:
             self.log(f"[skip] {what}: complete ({path})")
             set_manifest_extra(None)
             return True
@@ -74,6 +80,26 @@ class StageContext:
         unit = by_dir.get(Path(path).absolute())
         set_manifest_extra(path, fp.record(unit, {u.name: u for u in plan}) if unit else None)
         return False
+
+    def _claim(self, path: Path) -> tuple[bool, str | None]:
+        """Rank 0: (complete, None), or lock the unit for this process: (False, None), or
+        (False, the one-line message) when another process holds it. One unit lock at a time:
+        taking the next releases the last (finished, or failed and left for a re-run)."""
+        if manifest_complete(path):
+            return True, None
+        if self._unit_lock is not None:
+            self._unit_lock.release()
+            self._unit_lock = None
+        try:
+            name = Path(path).absolute().relative_to(self.root.absolute()).as_posix()
+        except ValueError:
+            return False, None  # a folder outside the run (finetune --out): nobody else's unit
+        try:
+            self._unit_lock = UnitLock(self.root, name).acquire()
+        except UnitBusyError as e:
+            return False, str(e)
+        # The holder may have finished it between the check above and the lock.
+        return manifest_complete(path), None
 
     def merged_run(self, cfg: Config, out: Path, *, ratio: float | None, kind: str,
                    hooks: Sequence = ()) -> dict[str, Any]:

@@ -14,6 +14,16 @@ def with_adapter(model, adapter_dir: str | Path | None):
         return model
     from peft import PeftModel
 
+    from grasp_lora.io import check_safetensors, read_json
+
+    folder = Path(adapter_dir)
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{folder}: not a PEFT adapter folder (no adapter_config.json)")
+    read_json(config)  # a damaged file is named here, not deep inside PEFT
+    weights = folder / "adapter_model.safetensors"
+    if weights.is_file():
+        check_safetensors(weights)
     peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     return peft_model.merge_and_unload()
 

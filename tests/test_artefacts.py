@@ -94,7 +94,7 @@ def test_damaged_json_jsonl_and_safetensors_are_one_named_error(tmp_path):
 def _copy(tiny_run, tmp_path: Path) -> Path:
     _, run, _ = tiny_run
     dst = tmp_path / "run"
-    shutil.copytree(run, dst, ignore=shutil.ignore_patterns("optuna"))  # test_pipeline may add one
+    shutil.copytree(run, dst)
     return dst
 
 

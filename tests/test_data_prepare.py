@@ -9,7 +9,7 @@ import pytest
 
 from grasp_lora.config import Config, DataConfig, SplitSizes
 from grasp_lora.data.prepare import load_split, prepare_data
-from grasp_lora.data.splits import SPLITS, SplitError, default_sizes, make_splits
+from grasp_lora.data.splits import SPLITS, SplitError, default_sizes, make_splits, passage_key
 from grasp_lora.io import file_sha256, read_json
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -46,6 +46,54 @@ def test_make_splits_pool_too_small_message():
     assert "pool has 120 examples but the splits need 216" in msg
     assert "train 50 + val 50 + micro_dev 16 + test 100" in msg
     assert "data.target_sizes.train" in msg and "by 96" in msg
+
+
+def _passages(n_passages: int, per: int) -> list[dict]:
+    return [{"id": f"p{p}q{q}", "context": f"paragraph {p}", "question": f"q{q}", "answers": ["a"]}
+            for p in range(n_passages) for q in range(per)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_split_by_context_keeps_every_paragraph_in_one_split(seed):
+    pool = _passages(40, 5)
+    sizes = SplitSizes(train=50, val=50, micro_dev=16, test=60)
+    by_row = make_splits(pool, sizes, seed)
+    train = {r["context"] for r in by_row["train"]}
+    assert sum(r["context"] in train for s in ("val", "micro_dev", "test") for r in by_row[s]) > 0  # the leak
+    splits = make_splits(pool, sizes, seed, group_key=passage_key("mlqa"))
+    assert [len(splits[s]) for s in SPLITS] == [50, 50, 16, 60]
+    owner: dict[str, str] = {}
+    for name in SPLITS:
+        for row in splits[name]:
+            assert owner.setdefault(row["context"], name) == name, row["context"]
+    ids = [r["id"] for s in SPLITS for r in splits[s]]
+    assert len(set(ids)) == len(ids)
+    assert splits == make_splits(list(pool), sizes, seed, group_key=passage_key("mlqa"))  # deterministic
+
+
+def test_split_by_context_with_one_row_per_passage_is_the_row_split():
+    pool = _passages(80, 1)
+    sizes = SplitSizes(train=30, val=10, micro_dev=8, test=20)
+    assert make_splits(pool, sizes, 5, group_key=passage_key("mlqa")) == make_splits(pool, sizes, 5)
+    articles = [{"id": str(i), "article": f"article {i}", "summary": "s", "title": "t"} for i in range(80)]
+    assert make_splits(articles, sizes, 5, group_key=passage_key("xlsum")) == make_splits(articles, sizes, 5)
+
+
+def test_split_by_context_says_when_the_passages_do_not_suffice():
+    with pytest.raises(SplitError) as e:  # 100 rows, but whole paragraphs of 10 cannot give 4 splits of 24
+        make_splits(_passages(10, 10), SplitSizes(24, 24, 24, 24), 0, config_key="data.target_sizes",
+                    group_key=passage_key("mlqa"))
+    assert "100 examples in 10 passages" in str(e.value) and "data.split_by=question" in str(e.value)
+
+
+def test_prepare_records_split_by_and_the_default_is_the_papers_row_split(tmp_path):
+    assert DataConfig().split_by == "question"
+    by_row = prepare_data(_cfg(), tmp_path / "q")
+    by_context = prepare_data(_cfg(split_by="context"), tmp_path / "c")
+    assert by_row["languages"]["ar"]["split_by"] == "question" and by_context["languages"]["ar"]["split_by"] == "context"
+    train = {r["context"] for r in load_split(tmp_path / "c", "ar", "train")}
+    for split in ("val", "micro_dev", "test"):
+        assert not train & {r["context"] for r in load_split(tmp_path / "c", "ar", split)}, split
 
 
 def _cfg(tmp_seed: int = 42, **data) -> Config:

@@ -146,3 +146,42 @@ def test_manifest_extra_goes_only_to_its_unit(tmp_path):
     assert "fingerprint" in read_json(tmp_path / "adapters" / ".ar.tmp-123" / "manifest.json")
     assert "fingerprint" not in read_json(tmp_path / "other" / "manifest.json")
     assert "fingerprint" not in read_json(unit / "manifest.json")  # cleared
+
+
+def test_a_key_added_later_is_no_change_at_the_value_older_runs_had(tmp_path, monkeypatch):
+    from grasp_lora import fingerprint
+
+    older = tuple(k for k in fingerprint.UNIT_KEYS["prepare"] if k != "data.split_by")
+    with monkeypatch.context() as m:  # an older grasp-lora: data.split_by did not exist
+        m.setitem(fingerprint.UNIT_KEYS, "prepare", older)
+        _finish(_chain(tmp_path, Config()))
+    assert "data.split_by" not in read_json(tmp_path / "data" / "manifest.json")["fingerprint"]["keys"]
+    assert plan_resume(_chain(tmp_path, Config())) == []
+    c = Config()
+    by_context = replace(c, data=replace(c.data, split_by="context"))
+    stale = plan_resume(_chain(tmp_path, by_context))
+    assert len(stale) == 5 and stale[0].changed == {"data.split_by": ("<absent>", "context")}
+
+
+def test_damage_is_redone_unasked_but_a_change_downstream_still_asks(tmp_path):
+    units = _chain(tmp_path, Config())
+    _finish(units)
+    weights = units[1].dir / "adapter_model.safetensors"
+    (units[1].dir / "manifest.json").unlink()
+    weights.write_bytes(b"0123456789")
+    with manifest_extra(units[1].dir, **record(units[1], {u.name: u for u in units})):
+        write_manifest(units[1].dir, stage="adapter")
+    for u in units[2:]:  # re-record what read the adapter, as a finished run would have
+        with manifest_extra(u.dir, **record(u, {x.name: x for x in units})):
+            write_manifest(u.dir, stage=u.kind)
+    assert plan_resume(_chain(tmp_path, Config())) == []
+    weights.write_bytes(b"0123456789"[:5])
+    stale = plan_resume(_chain(tmp_path, Config()))
+    assert [(s.unit.name, s.damaged) for s in stale] == [
+        ("adapters/ar", True), ("grid/point_0.30", True), ("systems/grid_best", True)]
+    assert stale[0].reasons == ["damaged: adapter_model.safetensors has 5 bytes, 10 when written"]
+    assert "affected" in stale_message(tmp_path, stale) and "adapters/ar" not in stale_message(tmp_path, stale)
+    c = Config()
+    changed = plan_resume(_chain(tmp_path, replace(c, grid=replace(c.grid, ratios=[0.3, 0.5]))))
+    assert [(s.unit.name, s.damaged) for s in changed] == [
+        ("adapters/ar", True), ("grid/point_0.30", True), ("systems/grid_best", False)]

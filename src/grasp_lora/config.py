@@ -39,6 +39,11 @@ class DataConfig:
     # Split sizes; None means the table of METHOD.md, "Data", for the task and language (see data.splits).
     source_sizes: Optional[SplitSizes] = None
     target_sizes: Optional[SplitSizes] = None
+    # How the pool is cut into splits: "question" (row by row: the paper's scripts; MLQA asks about 5
+    # questions per paragraph, so a micro-dev, validation or test question can share its paragraph
+    # with training questions) or "context" (whole paragraphs: no paragraph of micro_dev / val / test
+    # is in train). XL-Sum has one summary per article, where both give the same splits.
+    split_by: str = "question"
     max_length: int = 4096  # prompt + target limit for training examples
     max_total_generation: int = 2200  # prompt + generated tokens
 
@@ -317,6 +322,7 @@ def validate(cfg: Config) -> None:
     d = cfg.data
     _check(d.task in ("mlqa", "xlsum"), f"data.task: expected mlqa or xlsum, got {d.task!r}")
     _check(d.source_lang != d.target_lang, "data.target_lang: must differ from data.source_lang")
+    _check(d.split_by in ("question", "context"), f"data.split_by: expected question or context, got {d.split_by!r}")
     for name, sizes in (("data.source_sizes", d.source_sizes), ("data.target_sizes", d.target_sizes)):
         if sizes is not None:
             for split in ("train", "val", "micro_dev", "test"):

@@ -41,8 +41,11 @@ from grasp_lora.io import MANIFEST, DamagedFileError
 _MODEL = ("model",)
 _DATA = (
     "data.task", "data.source_lang", "data.target_lang", "data.source_data", "data.target_data",
-    "data.seed", "data.source_sizes", "data.target_sizes",
+    "data.seed", "data.source_sizes", "data.target_sizes", "data.split_by",
 )
+# Keys added after run folders already existed, with the value that gives what those runs did: a
+# manifest that lacks the key and a config that holds this value are not a change of setting.
+ADDED_KEYS: dict[str, Any] = {"data.split_by": "question"}
 _EXAMPLES = ("data.task", "data.max_length")  # how training examples are encoded
 _EVAL = ("data.task", "data.target_lang", "data.max_total_generation", "generation", "eval")
 
@@ -191,6 +194,8 @@ def _diff(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tupl
     out = {}
     for k in sorted(set(recorded) | set(now)):
         a, b = recorded.get(k, _MISSING), now.get(k, _MISSING)
+        if a == _MISSING and k in ADDED_KEYS and b == ADDED_KEYS[k]:
+            continue
         if a != b:
             out[k] = (a, b)
     return out

@@ -19,7 +19,7 @@ from typing import Any
 from grasp_lora.config import Config, SplitSizes
 from grasp_lora.data.records import LoadReport, fix_hint
 from grasp_lora.data.sources import load_pool
-from grasp_lora.data.splits import SPLITS, default_sizes, make_splits, sizes_dict
+from grasp_lora.data.splits import SPLITS, default_sizes, make_splits, passage_key, sizes_dict
 from grasp_lora.io import file_sha256, read_jsonl, write_jsonl, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -44,12 +44,14 @@ def split_path(data_dir: str | Path, lang: str, split: str) -> Path:
 
 def _prepare_language(
     task: str, lang: str, role: str, source: str, sizes: SplitSizes, seed: int, out_dir: Path, config_key: str,
+    split_by: str = "question",
 ) -> dict[str, Any]:
     pool, report = load_pool(task, lang, source)  # logs the report line ("data <task>/<lang>: loaded ...")
     warning = skip_warning(task, lang, role, report)
     if warning:
         logger.warning(warning)
-    splits = make_splits(pool, sizes, seed, config_key=config_key)
+    splits = make_splits(pool, sizes, seed, config_key=config_key,
+                         group_key=passage_key(task) if split_by == "context" else None)
     files: dict[str, Any] = {}
     for name in SPLITS:
         path = split_path(out_dir, lang, name)
@@ -64,6 +66,7 @@ def _prepare_language(
         "sizes": sizes_dict(sizes),
         "pool_size": len(pool),
         "counts": {name: len(splits[name]) for name in SPLITS},
+        "split_by": split_by,
         "files": files,
         "load_report": report.line(),
         "load_details": report.to_dict(),
@@ -81,7 +84,7 @@ def prepare_data(cfg: Config, out_dir: str | Path) -> dict[str, Any]:
     )
     for role, lang, source, sizes, key in plan:
         chosen = sizes if sizes is not None else default_sizes(d.task, lang)
-        entry = _prepare_language(d.task, lang, role, source, chosen, d.seed, out, key)
+        entry = _prepare_language(d.task, lang, role, source, chosen, d.seed, out, key, d.split_by)
         languages[lang] = {"role": role, **entry}
     return write_manifest(
         out,

@@ -33,7 +33,7 @@ def readme_demo_commands() -> list[list[str]]:
 def with_tiny_run(args: list[str], run_dir: Path) -> list[str]:
     """Point a README command at a scratch run folder and a tiny model (overrides follow the recipe)."""
     args = [a.replace("runs/demo", str(run_dir)) for a in args]
-    if args[0] == "report":
+    if args[0] in ("report", "verify"):
         return args
     recipe_at = args.index("demo")
     return [*args[: recipe_at + 1], *OVERRIDES, "--run-dir", str(run_dir), "--quiet", *args[recipe_at + 1:]]
@@ -41,7 +41,8 @@ def with_tiny_run(args: list[str], run_dir: Path) -> list[str]:
 
 def test_readme_lists_the_stage_commands():
     verbs = {c[0] for c in readme_demo_commands()}
-    assert {"prepare", "train-adapter", "search", "finetune", "baseline", "generate", "evaluate", "report"} <= verbs
+    assert {"prepare", "train-adapter", "search", "finetune", "baseline", "generate", "evaluate", "report",
+            "verify"} <= verbs
 
 
 def test_every_readme_demo_command_runs(tmp_path, monkeypatch, capsys):

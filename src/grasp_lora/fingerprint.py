@@ -15,7 +15,9 @@ configuration and inputs. A unit is *stale* when one of its keys changed, when i
 missing, or when something upstream of it is stale, will be (re)done, or was redone since (its
 manifest digest moved). Stale units are either refused (`ConfigChangedError`, one line naming
 the keys and units) or, with ``--rerun-changed``, removed so that the normal resume logic redoes
-them, and only them.
+them, and only them. A finished unit whose files no longer match the size and sha256 its manifest
+recorded (grasp_lora.artefacts), or whose manifest does not parse, is stale as *damaged*, and so is
+what reads from it and is stale for no other reason: those are redone without asking.
 
 Keys left out on purpose, because they cannot change a unit's result: progress bars and output
 paths; ``model.device`` and ``model.cache_dir`` (where the same computation runs, not what it

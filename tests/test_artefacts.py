@@ -197,11 +197,16 @@ def test_no_command_ends_in_a_traceback_on_a_damaged_file(tiny_run, tmp_path):
     preds = tmp_path / "preds.jsonl"
     preds.write_text('{"id": "a", "prediction": "x"}\n{"id": \n{"id": "c", "prediction": "z"}\n')
     _flip(run / "grasp/result.json", at=0)
+    yaml_run = tmp_path / "yaml_run"  # a run whose config.yaml does not parse
+    shutil.copytree(run, yaml_run)
+    with open(yaml_run / "config.yaml", "ab") as f:
+        f.write(b"\x00: [\n")
     calls = {
         "generate": (["generate", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--adapter", str(adapter),
                       "--out", str(tmp_path / "out.jsonl")], adapter / "adapter_model.safetensors"),
         "evaluate": (["evaluate", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--predictions", str(preds)], preds),
         "report": (["report", str(run)], run / "grasp/result.json"),
+        "report of a damaged config.yaml": (["report", str(yaml_run)], yaml_run / "config.yaml"),
     }
     stderr = {}
     for name, (args, path) in calls.items():

@@ -61,6 +61,16 @@ def read_json(path: str | Path) -> Any:
         raise damaged(path, "JSON file", e) from None
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file grasp-lora wrote (a run's config.yaml); DamagedFileError when it does not parse."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise damaged(path, "YAML file", e) from None
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
     atomic_write_text(path, text)

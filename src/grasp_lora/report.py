@@ -10,9 +10,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from grasp_lora.io import atomic_write_text, environment_info, manifest_complete, read_json, read_jsonl, write_json
+from grasp_lora.io import (atomic_write_text, environment_info, manifest_complete, read_json, read_jsonl, read_yaml,
+                           write_json)
 
 FAMILIES = [
     ("zero_shot", "zero-shot"),
@@ -122,7 +122,7 @@ def _system_costs(root: Path, cfg: dict[str, Any], rows: list[dict[str, Any]]) -
 
 def collect_results(run_dir: str | Path) -> dict[str, Any]:
     root = Path(run_dir)
-    cfg = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) if (root / "config.yaml").exists() else {}
+    cfg = (read_yaml(root / "config.yaml") or {}) if (root / "config.yaml").exists() else {}
     task = cfg.get("data", {}).get("task", "mlqa")
     metric_keys = [k for k, _ in TASK_METRICS[task]]
 

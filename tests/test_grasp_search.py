@@ -41,6 +41,14 @@ def controller_run(exp: Experiment, out, cfg=None):
     return result, (out / "history.jsonl").read_text()
 
 
+def zero_share(model) -> float:
+    """The share of the merged factors' entries that are exactly 0 (what a mask leaves)."""
+    from grasp_lora.models.merged import trainable_factors
+
+    factors = trainable_factors(model)
+    return sum(int((p == 0).sum()) for p in factors) / sum(p.numel() for p in factors)
+
+
 def test_same_seed_gives_the_same_history_and_p_star(exp, tmp_path):
     first, history_a = controller_run(exp, tmp_path / "a")
     second, history_b = controller_run(exp, tmp_path / "b")
@@ -134,12 +142,40 @@ def test_dense_run_lookahead_trains_dense_and_scores_trained_masks(exp, tmp_path
     assert records[0]["losses"] != pytest.approx(first["losses"])
 
 
-def test_default_controller_is_the_dense_run_lookahead_and_never_masks_the_controller_run(exp, tmp_path):
+def test_default_controller_is_the_dense_run_lookahead_and_never_masks_the_controller_run(exp, tmp_path, monkeypatch):
+    import torch
+
+    from grasp_lora.controller.hook import DenseRunLookaheadScorer, MaskedModelScorer
+    from grasp_lora.training import loop
+
     c = exp.cfg.controller
     assert (c.train_under_mask, c.reward, c.lookahead_steps, c.advantage) == (None,) * 4  # resolved per controller
+    masked_share: list[float] = []  # of the factors, at every training step of the run's own loop
+    real = loop.lm_loss
+
+    def lm_loss(model, batch, *args, **kwargs):
+        if torch.is_grad_enabled():
+            masked_share.append(zero_share(model))
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "lm_loss", lm_loss)
     result, history = controller_run(exp, tmp_path / "dense", exp.cfg)
     assert (result["train_under_mask"], result["reward"], result["advantage"]) == (False, "lookahead", "standardized")
-    assert result["lookahead_steps"] == 2 * c.every_k_steps
+    assert masked_share and max(masked_share) == 0.0
+
+    # On the tiny model no mask beats the dense lookahead, so nothing is committed; make every
+    # round commit (L0 raised by 1) and check again that the run never trains under a mask, and
+    # that the same check sees the paper's controller, which does, train masked.
+    for scorer in (DenseRunLookaheadScorer, MaskedModelScorer):
+        real_l0 = scorer.committed_loss
+        monkeypatch.setattr(scorer, "committed_loss", lambda self, real_l0=real_l0: real_l0(self) + 1.0)
+    masked_share.clear()
+    _, forced = controller_run(exp, tmp_path / "forced", exp.cfg)
+    assert all(json.loads(line)["committed_ratio"] is not None for line in forced.splitlines())
+    assert max(masked_share) == 0.0
+    masked_share.clear()
+    controller_run(exp, tmp_path / "paper", replace(exp.cfg, controller=replace(c, train_under_mask=True)))
+    assert max(masked_share) >= 0.9 * c.p_min
     records = [json.loads(line) for line in history.splitlines()]
     assert len(records) == result["rounds"] > 0
     committed = [r["committed_ratio"] for r in records if r["committed_ratio"] is not None]
@@ -150,3 +186,42 @@ def test_default_controller_is_the_dense_run_lookahead_and_never_masks_the_contr
         adv = r["advantages"]  # standardized: mean 0, population std 1 (all 0 for equal rewards)
         assert sum(adv) == pytest.approx(0.0, abs=1e-9)
         assert sum(a * a for a in adv) / len(adv) == pytest.approx(1.0) or all(a == 0 for a in adv)
+
+
+def test_training_only_ever_sees_training_examples(exp, tmp_path, monkeypatch):
+    """Every example any training step of the controller run (its own steps and the lookahead's)
+    or of a fixed-ratio run learns from is a training example: never micro-dev, validation or test."""
+    import torch
+
+    from grasp_lora.config import seed_config
+    from grasp_lora.data.encode import encode_rows
+    from grasp_lora.training import loop, loss
+
+    seen: dict[str, list[tuple[int, ...]]] = {"loop": [], "lookahead": []}
+
+    def recording(real, where):
+        def lm_loss(model, batch, *args, **kwargs):
+            if torch.is_grad_enabled():  # a training step, not scoring
+                for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
+                    seen[where].append(tuple(ids[mask.bool()].tolist()))
+            return real(model, batch, *args, **kwargs)
+        return lm_loss
+
+    monkeypatch.setattr(loop, "lm_loss", recording(loop.lm_loss, "loop"))
+    # The lookahead imports lm_loss when it runs, the loop when it is imported.
+    monkeypatch.setattr(loss, "lm_loss", recording(loss.lm_loss, "lookahead"))
+    controller_run(exp, tmp_path / "controller")  # the default controller: dense run + lookahead steps
+    assert seen["loop"] and seen["lookahead"]
+    exp.merged_run(seed_config(exp.cfg, 42), tmp_path / "final", ratio=0.3, kind="final")
+
+    d = exp.cfg.data
+    _, tok = exp.base_model()
+
+    def encoded(split: str) -> set[tuple[int, ...]]:
+        rows = encode_rows(tok, exp.rows(d.target_lang, split), d.task, d.target_lang, d.max_length)
+        return {tuple(r["input_ids"]) for r in rows}
+
+    trained = set(seen["loop"]) | set(seen["lookahead"])
+    held_out = encoded("val") | encoded("micro_dev") | encoded("test")
+    assert held_out and not trained & held_out
+    assert trained <= encoded("train")

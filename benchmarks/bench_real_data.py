@@ -51,10 +51,10 @@ VARIANTS: dict[str, list[str]] = {
     "authors": ["controller.fidelity=authors", "controller.advantage=centered"],
     "std_adv": ["controller.train_under_mask=true", "controller.reward=immediate", "controller.advantage=standardized"],
     # the masked run, each mask trained under for 5 steps before it is scored (LookaheadScorer)
-    "lookahead": ["controller.train_under_mask=true", "controller.reward=lookahead", "controller.lookahead_steps=5",
-                  "controller.advantage=centered"],
-    "lookahead_std": ["controller.train_under_mask=true", "controller.reward=lookahead", "controller.lookahead_steps=5",
-                      "controller.advantage=standardized"],
+    "lookahead": ["controller.variant=masked_lookahead", "controller.train_under_mask=true", "controller.reward=lookahead",
+                  "controller.lookahead_steps=5", "controller.advantage=centered"],
+    "lookahead_std": ["controller.variant=masked_lookahead", "controller.train_under_mask=true",
+                      "controller.reward=lookahead", "controller.lookahead_steps=5", "controller.advantage=standardized"],
     "dense_run": ["controller.train_under_mask=false", "controller.reward=immediate", "controller.advantage=centered"],
     "dense_run_std": ["controller.train_under_mask=false", "controller.reward=immediate", "controller.advantage=standardized"],
     # the dense run, each mask trained under for 20 steps before it is scored (DenseRunLookaheadScorer):

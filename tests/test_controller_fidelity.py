@@ -169,8 +169,7 @@ def test_config_variants_and_refusals():
     assert resolved("controller.fidelity=authors") == (True, "immediate", 2 * k, "centered")
     assert resolved("controller.reward=immediate") == (False, "immediate", 2 * k, "standardized")
     assert resolved("controller.reward=lookahead") == (False, "lookahead", 2 * k, "standardized")
-    assert resolved("controller.train_under_mask=true", "controller.reward=lookahead",
-                    "controller.lookahead_steps=5") == (True, "lookahead", 5, "centered")
+    assert resolved("controller.variant=masked_lookahead", "controller.lookahead_steps=5") == (True, "lookahead", 5, "centered")
     assert resolved("controller.train_under_mask=false", "controller.advantage=centered")[3] == "centered"
     assert resolved("controller.train_under_mask=true", "controller.advantage=standardized")[3] == "standardized"
     with pytest.raises(ConfigError, match="controller.lookahead_steps"):
@@ -313,3 +312,56 @@ def test_dense_run_scorer_commits_a_ratio_not_a_mask():
     again = DenseRunScorer(ms, scorer.evaluate_loss, lambda: None)
     again.load_state_dict(state)
     assert again.committed_ratio == 0.5 and again.committed_loss() == pytest.approx(scorer.committed_loss())
+
+
+@pytest.mark.parametrize("name", ["paper", "authors", "dense", "dense_lookahead", "masked_lookahead"])
+def test_each_named_variant_expands_to_its_keys_and_explicit_keys_win(name):
+    from grasp_lora.config import CONTROLLER_VARIANTS
+
+    c = load_config(None, [f"controller.variant={name}"]).controller
+    table = CONTROLLER_VARIANTS[name]
+    assert (c.resolved_train_under_mask(), c.resolved_reward(), c.resolved_advantage()) == (
+        table["train_under_mask"], table["reward"], table["advantage"])
+    assert c.fidelity == table.get("fidelity", "fixed")
+    assert c.resolved_p_star_rule() == ("best_trial" if name == "authors" else "final")
+    if name != "authors":  # the released scripts' controller takes no variant key (fidelity's check)
+        flipped = "standardized" if table["advantage"] == "centered" else "centered"
+        assert load_config(None, [f"controller.variant={name}", f"controller.advantage={flipped}"]).controller \
+            .resolved_advantage() == flipped
+
+
+def test_the_variant_follows_from_how_the_run_trains_when_unnamed():
+    resolved = lambda *o: load_config(None, list(o)).controller.resolved_variant()  # noqa: E731
+    assert resolved() == "dense_lookahead"
+    assert resolved("controller.train_under_mask=true") == "paper"
+    assert resolved("controller.fidelity=authors") == "authors"
+    assert resolved("controller.reward=immediate") == "dense_lookahead"  # named by the run; the reward overrides
+
+
+def test_combinations_that_mean_nothing_are_refused_in_one_line():
+    cases = {
+        ("controller.variant=fast",): "controller.variant: expected one of paper, authors, dense",
+        ("controller.reward=immediate", "controller.lookahead_steps=4"): "controller.lookahead_steps: only the lookahead",
+        ("controller.variant=paper", "controller.lookahead_steps=4"): "controller.lookahead_steps: only the lookahead",
+        ("controller.train_under_mask=true", "controller.reward=lookahead"): "controller.variant=masked_lookahead",
+    }
+    for overrides, expected in cases.items():
+        with pytest.raises(ConfigError) as e:
+            load_config(None, list(overrides))
+        assert expected in str(e.value) and "\n" not in str(e.value), overrides
+
+
+def test_config_prints_what_each_null_key_resolves_to_and_reads_back_the_same(tmp_path):
+    import yaml
+
+    cfg = load_config(None, ["controller.train_under_mask=true"])
+    text = cfg.to_yaml()
+    for line in ("  variant: null  # -> paper", "  reward: null  # -> immediate", "  advantage: null  # -> centered",
+                 "  lookahead_steps: null  # -> unused (immediate reward)", "  p_star_rule: null  # -> final"):
+        assert line in text.splitlines(), line
+    assert "  train_under_mask: true" in text.splitlines()  # explicit: no comment
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert load_config(path) == cfg and yaml.safe_load(text) == cfg.to_dict()
+    default = load_config(None, []).to_yaml().splitlines()
+    assert f"  lookahead_steps: null  # -> {2 * load_config(None, []).controller.every_k_steps}" in default

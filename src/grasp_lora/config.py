@@ -107,25 +107,37 @@ class ControllerConfig:
     p_star_rule: Optional[str] = None  # final | best_trial; None: final (fixed), best_trial (authors)
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
-    # Variants beyond the paper (METHOD.md, "The GRASP controller", Controller variants). The paper's
-    # controller is `train_under_mask: true` (or `fidelity: authors`, the released scripts); with
-    # the keys below left null, each resolves from it, so that key alone switches between the
-    # default controller (chosen on the real-data harness, BENCHMARKS.md "Real data") and the paper's.
+    # How the controller scores and trains (METHOD.md, "Controller variants"). Not every default is
+    # the paper's: `variant` names a whole controller (CONTROLLER_VARIANTS) and the four keys below
+    # override its values one by one. Left null, the variant follows from how the run trains:
+    # `authors` under fidelity authors, `paper` when train_under_mask is true, else
+    # `dense_lookahead`, the default (chosen on the real-data harness, BENCHMARKS.md "Real data").
+    # So `train_under_mask: true` alone still gives the paper's controller back.
+    variant: Optional[str] = None
     # train_under_mask: true (the paper: the committed ratio's mask is applied and the controller run
     # trains under it) | false (a commit moves p_c only; the run trains dense and every mask of a
-    # round, L0's at p_c included, is cut from the same weights) | None: true under fidelity authors,
-    # false otherwise (the default controller)
+    # round, L0's at p_c included, is cut from the same weights) | None: the variant's
     train_under_mask: Optional[bool] = None
     # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") |
     # lookahead (each mask, and p_c's for L0, is first trained under for lookahead_steps optimizer
     # steps, then scored; LookaheadScorer on the masked run, DenseRunLookaheadScorer on the dense one)
-    # | None: immediate on the masked run (the paper), lookahead on the dense run (the default)
+    # | None: the variant's
     reward: Optional[str] = None
-    # None: 2 x every_k_steps (20 on the paper's recipes, the steps measured on the real-data harness)
+    # the lookahead reward only; None: 2 x every_k_steps (20 on the paper's recipes, as measured)
     lookahead_steps: Optional[int] = None
     # advantage: centered (a_i = r_i - mean r, the paper) | standardized (divided by the group's std,
-    # as GRPO) | None: centered on the masked run, standardized on the dense run
+    # as GRPO) | None: the variant's
     advantage: Optional[str] = None
+
+    def resolved_variant(self) -> str:
+        if self.variant is not None:
+            return self.variant
+        if self.fidelity == "authors":
+            return "authors"
+        return "paper" if self.train_under_mask else "dense_lookahead"
+
+    def _variant_value(self, key: str) -> Any:
+        return CONTROLLER_VARIANTS[self.resolved_variant()][key]
 
     def resolved_p_star_rule(self) -> str:
         if self.p_star_rule is not None:
@@ -135,12 +147,12 @@ class ControllerConfig:
     def resolved_train_under_mask(self) -> bool:
         if self.train_under_mask is not None:
             return self.train_under_mask
-        return self.fidelity == "authors"
+        return self._variant_value("train_under_mask")
 
     def resolved_reward(self) -> str:
         if self.reward is not None:
             return self.reward
-        return "immediate" if self.resolved_train_under_mask() else "lookahead"
+        return self._variant_value("reward")
 
     def resolved_lookahead_steps(self) -> int:
         if self.lookahead_steps is not None:
@@ -150,14 +162,39 @@ class ControllerConfig:
     def resolved_advantage(self) -> str:
         if self.advantage is not None:
             return self.advantage
-        return "centered" if self.resolved_train_under_mask() else "standardized"
+        return self._variant_value("advantage")
 
     def resolved(self) -> "ControllerConfig":
         """This config with every null variant key replaced by what it resolves to: what a controller
         run records (its fingerprint), so that a change of default is a change of setting."""
-        return replace(self, p_star_rule=self.resolved_p_star_rule(), train_under_mask=self.resolved_train_under_mask(),
-                       reward=self.resolved_reward(), lookahead_steps=self.resolved_lookahead_steps(),
-                       advantage=self.resolved_advantage())
+        return replace(self, variant=self.resolved_variant(), p_star_rule=self.resolved_p_star_rule(),
+                       train_under_mask=self.resolved_train_under_mask(), reward=self.resolved_reward(),
+                       lookahead_steps=self.resolved_lookahead_steps(), advantage=self.resolved_advantage())
+
+    def resolution(self) -> dict[str, Any]:
+        """What each null key of this section resolves to (`grasp-lora config` prints it)."""
+        r = self.resolved()
+        out = {k: getattr(r, k) for k in ("variant", "p_star_rule", "train_under_mask", "reward", "lookahead_steps",
+                                          "advantage") if getattr(self, k) is None}
+        if "lookahead_steps" in out and r.reward != "lookahead":
+            out["lookahead_steps"] = "unused (immediate reward)"
+        return out
+
+
+# controller.variant: named controllers, each the values of the keys it sets (explicit keys win).
+# `masked_lookahead` is the only name for the lookahead reward on a run trained under its mask.
+CONTROLLER_VARIANTS: dict[str, dict[str, Any]] = {
+    # METHOD.md, "The GRASP controller": train under the committed mask, immediate reward, centered
+    "paper": {"train_under_mask": True, "reward": "immediate", "advantage": "centered"},
+    # the released scripts (sets controller.fidelity: authors; see METHOD.md, "Fidelity")
+    "authors": {"fidelity": "authors", "train_under_mask": True, "reward": "immediate", "advantage": "centered"},
+    # the run trains dense; masks are cut from its weights and scored at once
+    "dense": {"train_under_mask": False, "reward": "immediate", "advantage": "standardized"},
+    # the default: the dense run, each mask scored after lookahead_steps of training under it
+    "dense_lookahead": {"train_under_mask": False, "reward": "lookahead", "advantage": "standardized"},
+    # the run trains under its mask, each mask scored after lookahead_steps of training under it
+    "masked_lookahead": {"train_under_mask": True, "reward": "lookahead", "advantage": "centered"},
+}
 
 
 @dataclass
@@ -240,7 +277,20 @@ class Config:
         return asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        """The config as YAML; each null controller key carries what it resolves to as a comment
+        (`variant: null  # -> dense_lookahead`), so config.yaml says which controller ran."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        resolution = self.controller.resolution()
+        out, section = [], None
+        for line in text.splitlines():
+            if line and not line.startswith(" "):
+                section = line.rstrip(":")
+            key = line.strip().split(":", 1)[0]
+            if section == "controller" and line.startswith("  ") and key in resolution and line.endswith(": null"):
+                value = yaml.safe_dump(resolution[key], default_flow_style=True).strip().removesuffix("\n...").strip()
+                line = f"{line}  # -> {value}"
+            out.append(line)
+        return "\n".join(out) + "\n"
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
@@ -293,6 +343,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except ConfigError as e:
             raise ConfigError(f"override '{text}': {e}") from None
         applied.append((".".join(keys), text))
+    if cfg.controller.variant == "authors" and cfg.controller.fidelity != "authors":
+        # The one key a variant sets that has a non-null default: spelled out, as the variant means.
+        cfg = replace(cfg, controller=replace(cfg.controller, fidelity="authors"))
     try:
         validate(cfg)
     except ConfigError as e:
@@ -376,10 +429,19 @@ def validate(cfg: Config) -> None:
            f"controller.lookahead_steps: must be >= 1 (or null: 2 x every_k_steps), got {c.lookahead_steps}")
     _check(c.train_under_mask is None or isinstance(c.train_under_mask, bool),
            f"controller.train_under_mask: expected true, false or null, got {c.train_under_mask!r}")
+    _check(c.variant is None or c.variant in CONTROLLER_VARIANTS,
+           f"controller.variant: expected one of {', '.join(CONTROLLER_VARIANTS)} or null, got {c.variant!r}")
     _check(c.fidelity == "fixed"
            or ((c.resolved_advantage(), c.resolved_reward()) == ("centered", "immediate") and c.resolved_train_under_mask()),
            "controller.fidelity: authors reproduces the released scripts; combine advantage/reward/train_under_mask variants "
            "with fidelity fixed")
+    _check(c.lookahead_steps is None or c.resolved_reward() == "lookahead",
+           f"controller.lookahead_steps: only the lookahead reward trains ahead (this controller's reward is "
+           f"{c.resolved_reward()}); drop it, or set controller.reward=lookahead")
+    _check(not (c.resolved_train_under_mask() and c.resolved_reward() == "lookahead")
+           or c.resolved_variant() == "masked_lookahead",
+           "controller.reward: the lookahead reward on a run trained under its mask is its own controller; name it "
+           "with controller.variant=masked_lookahead (the default lookahead trains the run dense)")
     g = cfg.grid
     _check(len(g.ratios) >= 1, "grid.ratios: must list at least one ratio")
     for i, r in enumerate(g.ratios):

@@ -72,6 +72,8 @@ UNIT_KEYS: dict[str, tuple[str, ...]] = {
 IGNORED = frozenset({
     "model.device", "model.cache_dir", "train.eval_batch_size", "controller.score_batch_size",
     "generation.batch_size",
+    # a name for values of other controller keys, which are recorded resolved (config.controller_config)
+    "controller.variant",
 })
 # ... and per kind: the controller run trains at controller.grad_accum (train.grad_accum is replaced).
 IGNORED_BY_KIND: dict[str, frozenset[str]] = {"grasp": frozenset({"train.grad_accum"})}

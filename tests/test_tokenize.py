@@ -107,3 +107,23 @@ def test_tokenizer_without_bos():
     prompt = build_prompt("mlqa", "en", {"context": "ab", "question": "q"})
     assert out["input_ids"] == [ord(c) + 10 for c in prompt] + [ord("a") + 10, 1]
     assert out["labels"] == [IGNORE_INDEX] * len(prompt) + [ord("a") + 10, 1]
+
+
+@pytest.mark.parametrize("task,lang,ex,field", [("mlqa", "ar", AR_QA, "context"), ("xlsum", "zh", ZH_SUM, "article")])
+def test_article_budget_cuts_the_long_field_to_its_beginning_and_keeps_the_rest(tok, task, lang, ex, field):
+    long = dict(ex, **{field: ex[field] * 30})
+    head, long_text, tail = prompt_parts(task, lang, long)
+    budget = 40
+    out = encode_for_training(tok, task, lang, long, max_length=4096, max_long_tokens=budget)
+    target = ids(tok, ex["answers"][0] if task == "mlqa" else ex["summary"]) + [EOS]
+    assert out["input_ids"] == [BOS] + ids(tok, head) + ids(tok, long_text)[:budget] + ids(tok, tail) + target
+    prompt = encode_prompt(tok, task, lang, long, 4096, max_long_tokens=budget)
+    assert prompt == out["input_ids"][:len(prompt)] and len(prompt) == len(out["input_ids"]) - len(target)
+    # within the length limit the budget still decides; below it the limit cuts further
+    tighter = encode_for_training(tok, task, lang, long, max_length=len(out["input_ids"]) - 10, max_long_tokens=budget)
+    assert tighter["input_ids"][1 + len(ids(tok, head)):][:budget - 10] == ids(tok, long_text)[:budget - 10]
+    assert len(tighter["input_ids"]) == len(out["input_ids"]) - 10
+    # a field within the budget is encoded exactly as without one
+    fits = len(ids(tok, ex[field]))
+    assert encode_for_training(tok, task, lang, ex, 4096, max_long_tokens=fits) == encode_for_training(tok, task, lang, ex, 4096)
+    assert encode_prompt(tok, task, lang, ex, 4096, max_long_tokens=fits) == encode_prompt(tok, task, lang, ex, 4096)

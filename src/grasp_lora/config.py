@@ -46,6 +46,10 @@ class DataConfig:
     split_by: str = "question"
     max_length: int = 4096  # prompt + target limit for training examples
     max_total_generation: int = 2200  # prompt + generated tokens
+    # Article token budget: the task's long field (an article; a QA paragraph) cut to at most this
+    # many tokens, keeping its beginning, in training and in generation prompts (None: only the
+    # limits above cut). The CPU setting for long articles; recorded in the report.
+    max_article_tokens: Optional[int] = None
 
 
 @dataclass
@@ -376,6 +380,8 @@ def validate(cfg: Config) -> None:
     _check(d.task in ("mlqa", "xlsum"), f"data.task: expected mlqa or xlsum, got {d.task!r}")
     _check(d.source_lang != d.target_lang, "data.target_lang: must differ from data.source_lang")
     _check(d.split_by in ("question", "context"), f"data.split_by: expected question or context, got {d.split_by!r}")
+    _check(d.max_article_tokens is None or d.max_article_tokens >= 1,
+           f"data.max_article_tokens: must be >= 1 or null, got {d.max_article_tokens}")
     for name, sizes in (("data.source_sizes", d.source_sizes), ("data.target_sizes", d.target_sizes)):
         if sizes is not None:
             for split in ("train", "val", "micro_dev", "test"):

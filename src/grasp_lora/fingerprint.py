@@ -47,9 +47,9 @@ _DATA = (
 )
 # Keys added after run folders already existed, with the value that gives what those runs did: a
 # manifest that lacks the key and a config that holds this value are not a change of setting.
-ADDED_KEYS: dict[str, Any] = {"data.split_by": "question"}
-_EXAMPLES = ("data.task", "data.max_length")  # how training examples are encoded
-_EVAL = ("data.task", "data.target_lang", "data.max_total_generation", "generation", "eval")
+ADDED_KEYS: dict[str, Any] = {"data.split_by": "question", "data.max_article_tokens": None}
+_EXAMPLES = ("data.task", "data.max_length", "data.max_article_tokens")  # how training examples are encoded
+_EVAL = ("data.task", "data.target_lang", "data.max_total_generation", "data.max_article_tokens", "generation", "eval")
 
 # Unit kind -> the dotted config keys or whole sections its result depends on. Whole sections on
 # purpose: a key added to a section later invalidates by default; `IGNORED` lists what cannot.

@@ -177,6 +177,7 @@ def collect_results(run_dir: str | Path) -> dict[str, Any]:
         "target_lang": cfg.get("data", {}).get("target_lang"),
         "model": cfg.get("model", {}).get("name"),
         "seeds": cfg.get("pipeline", {}).get("seeds"),
+        "max_article_tokens": cfg.get("data", {}).get("max_article_tokens"),
         "metrics": metric_keys,
         "rows": rows,
         "controller": controllers,
@@ -293,7 +294,9 @@ def build_report(run_dir: str | Path) -> Path:
         "",
         f"Task **{results['task']}**, {results['source_lang']} → {results['target_lang']}, base model "
         f"`{results['model']}`, seeds {_list(results['seeds'])}. Scores are 0-100 on the target test split; "
-        "systems run over several seeds show mean ± std.",
+        "systems run over several seeds show mean ± std."
+        + (f" Articles (the task's long field) cut to their first {results['max_article_tokens']} tokens in "
+           "training and generation (`data.max_article_tokens`)." if results.get("max_article_tokens") else ""),
         "",
         f"Configuration hash `{results['config_hash'] or '–'}`: of every key in `config.yaml` that can change a "
         "result (runs whose configurations differ only in progress bars, paths or batch sizes of scoring and "

@@ -91,7 +91,7 @@ def generate(ctx: StageContext, model, tok, rows: list[dict], out: Path) -> None
     g, d = ctx.cfg.generation, ctx.cfg.data
     generate_predictions(model, tok, d.task, d.target_lang, rows, out, batch_size=g.batch_size,
                          max_new_tokens=g.max_new_tokens, max_total=d.max_total_generation,
-                         progress=ctx.progress, shard=True)
+                         max_article_tokens=d.max_article_tokens, progress=ctx.progress, shard=True)
 
 
 def bertscore_encoder(ctx: StageContext):

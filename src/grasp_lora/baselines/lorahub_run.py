@@ -20,7 +20,7 @@ def run_lorahub(cfg: Config, model, tokenizer, adapter_dirs: Sequence[str | Path
     out = Path(out_dir)
     task, lang = cfg.data.task, cfg.data.target_lang
     # LoraHub scores candidates on a handful of target examples (few-shot), not the whole train set.
-    shots = [encode_for_training(tokenizer, task, lang, r, cfg.data.max_length)
+    shots = [encode_for_training(tokenizer, task, lang, r, cfg.data.max_length, cfg.data.max_article_tokens)
              for r in train_rows[: cfg.lorahub.examples]]
     if not shots:
         raise ValueError("LoRAHub needs target train examples (data.target_sizes.train >= 1)")

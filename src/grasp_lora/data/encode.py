@@ -8,7 +8,8 @@ from grasp_lora.data.tokenize import encode_for_training
 
 
 def encode_rows(
-    tokenizer: Any, rows: Sequence[Mapping[str, Any]], task: str, lang: str, max_length: int
+    tokenizer: Any, rows: Sequence[Mapping[str, Any]], task: str, lang: str, max_length: int,
+    max_long_tokens: int | None = None,
 ) -> list[dict[str, list[int]]]:
     """Encode prepared rows; rows that are already encoded (input_ids + labels) pass through."""
     out = []
@@ -16,5 +17,5 @@ def encode_rows(
         if "input_ids" in row and "labels" in row:
             out.append({"input_ids": list(row["input_ids"]), "labels": list(row["labels"])})
         else:
-            out.append(encode_for_training(tokenizer, task, lang, row, max_length))
+            out.append(encode_for_training(tokenizer, task, lang, row, max_length, max_long_tokens))
     return out

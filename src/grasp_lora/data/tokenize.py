@@ -13,6 +13,9 @@ the token level, keeping its beginning. Everything after it survives whole: for 
 and the cue, for summaries the cue. The prompt therefore always ends with the answer cue, and
 the question is never lost. When the prompt fits, the whole prompt is tokenized in one piece (so
 it equals `tokenizer.encode(build_prompt(...))`).
+An article token budget (`data.max_article_tokens`, `max_long_tokens` here) cuts the long field
+to at most that many tokens first, keeping its beginning, whatever the length limit: the CPU
+setting for long articles (training and generation cost grow with the prompt).
 If even the target does not fit next to the prompt with an empty long field, the target is cut
 as well and then gets no EOS (its text did not end there; an EOS would teach the model to stop
 mid-sentence). A prompt whose fixed part (instruction, question, cue) alone exceeds the limit is
@@ -35,7 +38,12 @@ class TokenizeError(ValueError):
 def _ids(tokenizer: Any, text: str) -> list[int]:
     if not text:
         return []
-    return list(tokenizer.encode(text, add_special_tokens=False))
+    # verbose=False: a long article is measured here before it is cut, so transformers' warning
+    # that it exceeds the model's length would be noise.
+    try:
+        return list(tokenizer.encode(text, add_special_tokens=False, verbose=False))
+    except TypeError:  # a tokenizer-like object without transformers' keyword
+        return list(tokenizer.encode(text, add_special_tokens=False))
 
 
 def _bos(tokenizer: Any) -> list[int]:
@@ -57,18 +65,23 @@ def _fixed_too_long(spec: TaskSpec, lang: str, example: Mapping[str, Any], need:
     )
 
 
-def _fit_prompt(tokenizer: Any, parts: tuple[str, str, str], budget: int) -> list[int] | None:
-    """Prompt ids (no BOS) within `budget` tokens, cutting only the long field; None if impossible.
-    `parts` is the prompt split around its long field (`tasks.prompt_parts`)."""
+def _fit_prompt(tokenizer: Any, parts: tuple[str, str, str], budget: int,
+                max_long: int | None = None) -> list[int] | None:
+    """Prompt ids (no BOS) within `budget` tokens, cutting only the long field (to at most
+    `max_long` tokens in any case); None if impossible. `parts` is the prompt split around its long
+    field (`tasks.prompt_parts`)."""
     head, long_text, tail = parts
-    whole = _ids(tokenizer, head + long_text + tail)
-    if len(whole) <= budget:
-        return whole
-    h, l, t = _ids(tokenizer, head), _ids(tokenizer, long_text), _ids(tokenizer, tail)
+    l = _ids(tokenizer, long_text) if max_long is not None else None
+    if l is None or len(l) <= max_long:
+        whole = _ids(tokenizer, head + long_text + tail)
+        if len(whole) <= budget:
+            return whole
+    h, t = _ids(tokenizer, head), _ids(tokenizer, tail)
+    l = l if l is not None else _ids(tokenizer, long_text)
     room = budget - len(h) - len(t)
     if room < 0:
         return None
-    return h + l[:room] + t
+    return h + l[:room if max_long is None else min(room, max_long)] + t
 
 
 def _fixed_prompt(tokenizer: Any, parts: tuple[str, str, str]) -> list[int]:
@@ -78,16 +91,18 @@ def _fixed_prompt(tokenizer: Any, parts: tuple[str, str, str]) -> list[int]:
 
 
 def encode_for_training(
-    tokenizer: Any, task: str | TaskSpec, lang: str, example: Mapping[str, Any], max_length: int
+    tokenizer: Any, task: str | TaskSpec, lang: str, example: Mapping[str, Any], max_length: int,
+    max_long_tokens: int | None = None,
 ) -> dict[str, list[int]]:
-    """{"input_ids", "labels"} for one example, at most `max_length` tokens (see module doc)."""
+    """{"input_ids", "labels"} for one example, at most `max_length` tokens, its long field at most
+    `max_long_tokens` (see module doc)."""
     spec = get_task(task)
     bos, eos = _bos(tokenizer), _eos(tokenizer)
     target = _ids(tokenizer, target_text(spec, example))
     if not target:
         raise TokenizeError(f"example {example.get('id', '?')!r}: the target tokenizes to nothing")
     parts = prompt_parts(spec, lang, example)
-    prompt = _fit_prompt(tokenizer, parts, max_length - len(bos) - len(target) - 1)
+    prompt = _fit_prompt(tokenizer, parts, max_length - len(bos) - len(target) - 1, max_long_tokens)
     tail = target + [eos]
     if prompt is None:
         # The target alone is too long: empty the long field and cut the target to what is left.
@@ -103,13 +118,15 @@ def encode_for_training(
 
 
 def encode_prompt(
-    tokenizer: Any, task: str | TaskSpec, lang: str, example: Mapping[str, Any], max_prompt_tokens: int
+    tokenizer: Any, task: str | TaskSpec, lang: str, example: Mapping[str, Any], max_prompt_tokens: int,
+    max_long_tokens: int | None = None,
 ) -> list[int]:
-    """BOS + prompt for generation, at most `max_prompt_tokens` (long field cut, cue kept)."""
+    """BOS + prompt for generation, at most `max_prompt_tokens` (long field cut, at most
+    `max_long_tokens`; cue kept)."""
     spec = get_task(task)
     bos = _bos(tokenizer)
     parts = prompt_parts(spec, lang, example)
-    prompt = _fit_prompt(tokenizer, parts, max_prompt_tokens - len(bos))
+    prompt = _fit_prompt(tokenizer, parts, max_prompt_tokens - len(bos), max_long_tokens)
     if prompt is None:
         need = len(bos) + len(_fixed_prompt(tokenizer, parts))
         raise _fixed_too_long(spec, lang, example, need, max_prompt_tokens,

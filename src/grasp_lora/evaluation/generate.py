@@ -160,6 +160,7 @@ def generate_predictions(
     batch_size: int = 8,
     max_new_tokens: Optional[int] = None,
     max_total: int = 2200,
+    max_article_tokens: Optional[int] = None,
     progress: bool = True,
     use_cache: bool = True,
     stats: Optional[dict[str, Any]] = None,
@@ -201,7 +202,7 @@ def generate_predictions(
     # Rank 0 reads (and repairs) the file; every process then works from its copy of the result.
     done = dist.from_main(dist.run_on_main(resume, f"resume {out_path}")) if sharded else resume()
     todo = [ex for ex in examples if ex["id"] not in done]
-    prompts = {ex["id"]: encode_prompt(tokenizer, task, lang, ex, prompt_budget) for ex in todo}
+    prompts = {ex["id"]: encode_prompt(tokenizer, task, lang, ex, prompt_budget, max_article_tokens) for ex in todo}
     # Longest first: the biggest batch runs (and fails, if memory is short) at the start.
     todo.sort(key=lambda ex: -len(prompts[ex["id"]]))
 

@@ -59,7 +59,7 @@ def evaluate_system(cfg: Config, base_model, tokenizer, adapter_dir, rows: list[
     predictions = generate_predictions(
         model, tokenizer, cfg.data.task, cfg.data.target_lang, rows, out / "predictions.jsonl",
         batch_size=cfg.generation.batch_size, max_new_tokens=cfg.generation.max_new_tokens,
-        max_total=cfg.data.max_total_generation, progress=progress,
+        max_total=cfg.data.max_total_generation, max_article_tokens=cfg.data.max_article_tokens, progress=progress,
     )
     metrics = evaluate_predictions(cfg.data.task, cfg.data.target_lang, predictions, rows, cfg.eval, encoder=encoder)
     write_metrics(out / "metrics.json", metrics)

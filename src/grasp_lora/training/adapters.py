@@ -96,8 +96,8 @@ def train_adapter(
     set_seed(seed)
 
     with timer.phase("tokenize"):
-        train_set = encode_rows(tokenizer, train_rows, task, lang, cfg.data.max_length)
-        val_set = encode_rows(tokenizer, val_rows, task, lang, cfg.data.max_length)
+        train_set = encode_rows(tokenizer, train_rows, task, lang, cfg.data.max_length, cfg.data.max_article_tokens)
+        val_set = encode_rows(tokenizer, val_rows, task, lang, cfg.data.max_length, cfg.data.max_article_tokens)
 
     for p in model.parameters():
         p.requires_grad_(False)  # the backbone stays frozen whatever the caller left on

@@ -104,7 +104,8 @@ def setup_merged_training(cfg: Config, model, tokenizer, adapter_dirs: Sequence[
 
     torch.manual_seed(cfg.train.seed)
     info = merge_adapters(model, [str(d) for d in adapter_dirs], scaling=cfg.merge.scaling, dense=dense)
-    encoded = [encode_rows(tokenizer, rows, cfg.data.task, cfg.data.target_lang, cfg.data.max_length)
+    encoded = [encode_rows(tokenizer, rows, cfg.data.task, cfg.data.target_lang, cfg.data.max_length,
+                           cfg.data.max_article_tokens)
                for rows in row_sets]
     return info, factor_groups(model), encoded
 

@@ -225,3 +225,18 @@ def test_training_only_ever_sees_training_examples(exp, tmp_path, monkeypatch):
     held_out = encoded("val") | encoded("micro_dev") | encoded("test")
     assert held_out and not trained & held_out
     assert trained <= encoded("train")
+
+
+@pytest.mark.parametrize("variant", ["dense_lookahead", "masked_lookahead"])
+def test_a_ratio_trained_once_a_round_gives_the_same_history_as_training_it_again(exp, tmp_path, monkeypatch, variant):
+    """Reusing a ratio's lookahead loss within a round is a pure saving: the same numbers."""
+    from grasp_lora.controller.hook import LookaheadScorer
+
+    cfg = replace(exp.cfg, controller=replace(exp.cfg.controller, variant=variant, p_init=0.15))
+    reused, history = controller_run(exp, tmp_path / "reuse", cfg)
+    monkeypatch.setattr(LookaheadScorer, "reuse_within_round", False)
+    again, history_again = controller_run(exp, tmp_path / "again", cfg)
+    assert history == history_again and reused["p_star"] == again["p_star"]
+    assert reused["lookaheads_reused"] > 0 and again["lookaheads_reused"] == 0  # candidates clamped to p_min coincide
+    assert reused["lookaheads"] + reused["lookaheads_reused"] == again["lookaheads"]
+    assert reused["variant"] == variant

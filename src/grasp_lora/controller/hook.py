@@ -118,7 +118,14 @@ class LookaheadScorer(MaskedModelScorer):
 
     Several processes: every process trains the same examples from the same weights (no
     all-reduce needed, the result is identical); the micro-dev losses are all-reduced as usual.
+
+    A ratio is trained at most once a round: a second candidate at the same ratio (candidates
+    clamped to a bound often coincide), or one at p_c's ratio on the dense run, would train the same
+    mask from the same weights, optimizer state and examples, so its loss is reused
+    (`reuse_within_round`; identical histories with it off, tests/test_grasp_search.py).
     """
+
+    reuse_within_round = True
 
     def __init__(self, mask_state: MaskState, evaluate_loss: Callable[[], float],
                  optimizer_getter: Callable[[], Optional[torch.optim.Optimizer]], *, model: torch.nn.Module,
@@ -130,6 +137,12 @@ class LookaheadScorer(MaskedModelScorer):
         self._order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(seed)).tolist()
         self._cursor = 0
         self._round_examples: list[dict[str, Any]] = []
+        self._round_losses: dict[float, float] = {}  # ratio -> loss, this round
+        self.lookaheads, self.reused = 0, 0  # masks trained ahead, and losses reused instead
+
+    def _start_round(self) -> None:
+        self._round_examples = self._next_examples()
+        self._round_losses = {}
 
     def _next_examples(self) -> list[dict[str, Any]]:
         out = []
@@ -146,6 +159,7 @@ class LookaheadScorer(MaskedModelScorer):
         optimizer = self.optimizer_getter()
         if optimizer is None:
             raise RuntimeError("lookahead reward: the training loop's optimizer is not known yet")
+        self.lookaheads += 1
         saved_state = copy.deepcopy(optimizer.state_dict())
         was_training = self.model.training
         pad = pad_id_of(self.model)
@@ -168,18 +182,24 @@ class LookaheadScorer(MaskedModelScorer):
 
     def committed_loss(self) -> float:
         # The first call of every round: the round's examples are drawn here.
-        self._round_examples = self._next_examples()
+        self._start_round()
         return self._trained_loss(self.mask_state.masks)
 
     def candidate_loss(self, ratio: float) -> float:
-        return self._trained_loss(self._masks(ratio))
+        if self.reuse_within_round and ratio in self._round_losses:
+            self.reused += 1
+            return self._round_losses[ratio]
+        loss = self._trained_loss(self._masks(ratio))
+        self._round_losses[ratio] = loss
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "cursor": self._cursor}
+        return {**super().state_dict(), "cursor": self._cursor, "lookaheads": self.lookaheads, "reused": self.reused}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._cursor = int(state.get("cursor", 0))
+        self.lookaheads, self.reused = int(state.get("lookaheads", 0)), int(state.get("reused", 0))
 
 
 class DenseRunScorer(MaskedModelScorer):
@@ -237,7 +257,7 @@ class DenseRunLookaheadScorer(DenseRunScorer, LookaheadScorer):
     reward see what the final run, which trains under p*, will see (BENCHMARKS.md, "Real data")."""
 
     def committed_loss(self) -> float:
-        self._round_examples = self._next_examples()  # the round's examples, the same for every mask
+        self._start_round()  # the round's examples, the same for every mask
         if self.committed_ratio is None:
             return self._trained_loss(self.mask_state.masks)  # no commit: all-False masks, i.e. dense
         MaskedModelScorer.refresh_importance(self)

@@ -113,7 +113,11 @@ def run_grasp_search(
         "advantage": c.advantage,
         "reward": c.reward,
         "lookahead_steps": c.lookahead_steps if c.reward == "lookahead" else None,
+        # masks trained ahead, and losses reused instead of training a ratio twice in a round
+        "lookaheads": getattr(scorer, "lookaheads", None),
+        "lookaheads_reused": getattr(scorer, "reused", None),
         "train_under_mask": c.train_under_mask,
+        "variant": c.variant,
         "rounds": len(controller.history),
         "final_p_c": controller.p_c,
         "mu": controller.policy.mu,

@@ -222,16 +222,29 @@ def test_no_command_ends_in_a_traceback_on_a_damaged_file(tiny_run, tmp_path):
 
 # ---- one process per unit -----------------------------------------------------------------------
 
-def test_a_unit_lock_is_exclusive_and_released(tmp_path):
-    from grasp_lora.run_lock import UnitBusyError, UnitLock, unit_lock
+HOLDS = ("import sys; from grasp_lora.run_lock import UnitBusyError, UnitLock\n"
+         "try:\n    UnitLock(sys.argv[1], sys.argv[2]).acquire().release(); print('free')\n"
+         "except UnitBusyError as e:\n    print(e)")
+
+
+def test_a_unit_lock_is_exclusive_across_processes_reentrant_within_one_and_released(tmp_path):
+    import os
+
+    from grasp_lora.run_lock import UnitLock, unit_lock
+
+    def other_process(unit: str) -> str:
+        return subprocess.run([sys.executable, "-c", HOLDS, str(tmp_path), unit], capture_output=True, text=True,
+                              check=True).stdout.strip()
 
     with unit_lock(tmp_path, "seed_42/final") as held:
         assert held.held
-        with pytest.raises(UnitBusyError) as e:  # a second holder, even in the same process
-            UnitLock(tmp_path, "seed_42/final").acquire()
-        assert f"pid {__import__('os').getpid()}" in str(e.value) and "seed_42/final" in str(e.value)
-        UnitLock(tmp_path, "seed_42/grid/point_0.3000").acquire().release()  # other units are free
-    UnitLock(tmp_path, "seed_42/final").acquire().release()
+        message = other_process("seed_42/final")
+        assert f"seed_42/final is in use by another grasp-lora process (pid {os.getpid()} on " in message
+        assert other_process("seed_42/grid/point_0.3000") == "free"  # other units are free
+        again = UnitLock(tmp_path, "seed_42/final").acquire()  # this process again: re-entrant
+        again.release()
+        assert other_process("seed_42/final") != "free"  # still held by the first holder
+    assert other_process("seed_42/final") == "free"
 
 
 HOLD = ("import sys, time; from grasp_lora.run_lock import UnitLock; "

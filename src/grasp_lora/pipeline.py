@@ -147,13 +147,16 @@ class Experiment(StageContext):
         todo = [only] if only else STAGES[STAGES.index(start):] if start else STAGES
         self.start(rerun_changed)
         report = None
-        for stage in todo:
-            started = time.perf_counter()
-            if stage == "grid" and not self.cfg.grid.enabled:
-                self.log("[skip] grid search: disabled (grid.enabled=false)")
-                continue
-            result = getattr(self, stage)()
-            if stage == "report":
-                report = result
-            self.log(f"       {stage}: {time.perf_counter() - started:.1f}s")
+        try:
+            for stage in todo:
+                started = time.perf_counter()
+                if stage == "grid" and not self.cfg.grid.enabled:
+                    self.log("[skip] grid search: disabled (grid.enabled=false)")
+                    continue
+                result = getattr(self, stage)()
+                if stage == "report":
+                    report = result
+                self.log(f"       {stage}: {time.perf_counter() - started:.1f}s")
+        finally:
+            self.release_unit_lock()
         return report

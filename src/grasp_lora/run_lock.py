@@ -12,6 +12,8 @@ dies, however it dies, so a lock left by a killed process is simply taken by the
 file's contents (pid, host, command, start time) only name the holder in the message. Why not
 `filelock`: it truncates the lock file when it opens it, so the holder could not be named. On
 systems without `fcntl` (Windows) there is no lock. Only rank 0 of a multi-process command locks.
+Within one process the lock is re-entrant (a registry by path): a benchmark or a test that builds
+several `Experiment`s on one folder, or retries a unit after an error, is not refused by itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_DIR = ".locks"
+_HELD: dict[Path, list[int]] = {}  # lock file -> [fd, holders in this process]
 
 
 class UnitBusyError(ValueError):
@@ -59,7 +62,12 @@ class UnitLock:
         self._fd: int | None = None
 
     def acquire(self) -> "UnitLock":
-        if fcntl is None:
+        if fcntl is None or self._fd is not None:
+            return self
+        key = self.path.absolute()
+        if key in _HELD:  # this process holds it already
+            _HELD[key][1] += 1
+            self._fd = _HELD[key][0]
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -74,16 +82,25 @@ class UnitLock:
                 "command": " ".join(["grasp-lora", *sys.argv[1:]])[:300]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
+        _HELD[key] = [fd, 1]
         self._fd = fd
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
+        if self._fd is None:
+            return
+        key = self.path.absolute()
+        self._fd = None
+        entry = _HELD.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HELD[key]
             # Emptied first: a reader never names a process that no longer holds the lock.
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+            os.ftruncate(entry[0], 0)
+            fcntl.flock(entry[0], fcntl.LOCK_UN)
+            os.close(entry[0])
 
     @property
     def held(self) -> bool:

@@ -81,15 +81,19 @@ class StageContext:
         set_manifest_extra(path, fp.record(unit, {u.name: u for u in plan}) if unit else None)
         return False
 
+    def release_unit_lock(self) -> None:
+        """Let go of the unit this process last worked on (finished, or failed and left for a re-run)."""
+        if self._unit_lock is not None:
+            self._unit_lock.release()
+            self._unit_lock = None
+
     def _claim(self, path: Path) -> tuple[bool, str | None]:
         """Rank 0: (complete, None), or lock the unit for this process: (False, None), or
         (False, the one-line message) when another process holds it. One unit lock at a time:
         taking the next releases the last (finished, or failed and left for a re-run)."""
         if manifest_complete(path):
             return True, None
-        if self._unit_lock is not None:
-            self._unit_lock.release()
-            self._unit_lock = None
+        self.release_unit_lock()
         try:
             name = Path(path).absolute().relative_to(self.root.absolute()).as_posix()
         except ValueError:

@@ -2,7 +2,10 @@
 
 A recipe is a YAML mapping whose top-level keys are the sections of `Config`. Unknown keys,
 wrong types and out-of-range values are rejected with one line naming the key (`ConfigError`).
-Every default here is the paper's setting (docs/METHOD.md); `configs/demo.yaml` scales sizes down.
+Defaults are the paper's settings (docs/METHOD.md) except where a key says otherwise: the
+controller (`controller.variant`, default `dense_lookahead`, chosen on real data; `paper` is the
+paper's) and what the paper does not have (`data.split_by`'s `context`, `data.max_article_tokens`).
+`configs/demo.yaml` scales sizes down.
 """
 
 from __future__ import annotations

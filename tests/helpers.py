@@ -77,6 +77,18 @@ def logits_of(model, ids):
         return model(input_ids=ids).logits
 
 
+def comparable_results(results: Path | str) -> dict:
+    """The parts of a run's results.json (a path, or its text) that must not depend on
+    interruptions, resumes or redone units (timings may)."""
+    import json
+
+    r = json.loads(results if isinstance(results, str) else Path(results).read_text())
+    return {
+        "rows": [{k: row[k] for k in ("family", "systems", "ratio", "metrics")} for row in r["rows"]],
+        "controller": [{k: c[k] for k in ("seed", "p_star", "rule", "rounds")} for c in r["controller"]],
+    }
+
+
 def run_tiny_pipeline(root: Path, *extra: str) -> tuple[Path, subprocess.CompletedProcess]:
     """The whole demo pipeline on the tiny recipe in `root/run` (model cache in `root/cache`); asserts it succeeded."""
     run = root / "run"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY_OVERRIDES, cli_env, run_cli
+from helpers import TINY_OVERRIDES, cli_env, comparable_results, run_cli
 
 from grasp_lora.artefacts import check_unit, damaged_files
 from grasp_lora.io import (DamagedFileError, check_safetensors, load_safetensors, read_json, read_jsonl,
@@ -161,12 +161,6 @@ def test_verify_names_the_damaged_file_and_what_a_pipeline_redoes(tiny_run, tmp_
     assert {s.unit.name for s in stale} == expected and all(s.damaged for s in stale)
 
 
-def _comparable(results_json: Path) -> dict:
-    r = json.loads(results_json.read_text())
-    return {"rows": [{k: row[k] for k in ("family", "systems", "ratio", "metrics")} for row in r["rows"]],
-            "controller": [{k: c[k] for k in ("p_star", "rule", "rounds")} for c in r["controller"]]}
-
-
 def test_pipeline_redoes_exactly_the_damaged_units_and_their_dependents(tiny_run, tmp_path):
     root, reference, _ = tiny_run
     run = _copy(tiny_run, tmp_path)
@@ -185,7 +179,7 @@ def test_pipeline_redoes_exactly_the_damaged_units_and_their_dependents(tiny_run
     assert {n: (run / n / "manifest.json").read_bytes() for n in untouched} == untouched  # not redone
     assert run_cli(["verify", str(run)], root / "cache").returncode == 0
     # Seeded and deterministic: the redone units give the reference's numbers again.
-    assert _comparable(run / "results.json") == _comparable(reference / "results.json")
+    assert comparable_results(run / "results.json") == comparable_results(reference / "results.json")
 
 
 def test_no_command_ends_in_a_traceback_on_a_damaged_file(tiny_run, tmp_path):

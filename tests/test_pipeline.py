@@ -15,16 +15,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import TINY_OVERRIDES, cli_env, run_cli
-
-
-def _comparable(results_json: Path) -> dict:
-    """The parts of results.json that must not depend on interruptions (timings may)."""
-    r = json.loads(results_json.read_text())
-    return {
-        "rows": [{k: row[k] for k in ("family", "systems", "ratio", "metrics")} for row in r["rows"]],
-        "controller": [{k: c[k] for k in ("seed", "p_star", "rule", "rounds")} for c in r["controller"]],
-    }
+from helpers import TINY_OVERRIDES, cli_env, comparable_results, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +87,7 @@ def test_rerun_skips_every_finished_stage(reference_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[run]  train" not in proc.stdout and "[run]  GRASP" not in proc.stdout
     assert proc.stdout.count("[skip]") >= 10
-    assert _comparable(run / "results.json") == json.loads(json.dumps(_comparable_from_text(before)))
-
-
-def _comparable_from_text(text: str) -> dict:
-    r = json.loads(text)
-    return {
-        "rows": [{k: row[k] for k in ("family", "systems", "ratio", "metrics")} for row in r["rows"]],
-        "controller": [{k: c[k] for k in ("seed", "p_star", "rule", "rounds")} for c in r["controller"]],
-    }
+    assert comparable_results(run / "results.json") == comparable_results(before)
 
 
 def test_killed_pipeline_resumes_to_the_same_report(reference_run):
@@ -124,7 +107,7 @@ def test_killed_pipeline_resumes_to_the_same_report(reference_run):
     assert kills >= 1
     done = run_cli(args[3:], root / "cache")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _comparable(run / "results.json") == _comparable(reference / "results.json")
+    assert comparable_results(run / "results.json") == comparable_results(reference / "results.json")
     leftovers = [p for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name]
     assert leftovers == []
 

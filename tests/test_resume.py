@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TINY_OVERRIDES, run_cli
+from helpers import TINY_OVERRIDES, comparable_results, run_cli
 
 from grasp_lora.fingerprint import plan_resume
 
@@ -30,14 +30,6 @@ def _stale(run: Path, *changes: str) -> tuple[set[str], set[str]]:
     cfg = load_config(resolve_recipe("demo"), [*TINY_OVERRIDES, *changes, f"pipeline.output_dir={run}"])
     units = Experiment(cfg, progress=False).units()
     return {s.unit.name for s in plan_resume(units)}, {u.name for u in units}
-
-
-def _comparable(results_json: Path) -> dict:
-    r = json.loads(results_json.read_text())
-    return {
-        "rows": [{k: row[k] for k in ("family", "systems", "ratio", "metrics")} for row in r["rows"]],
-        "controller": [{k: c[k] for k in ("p_star", "rule", "rounds")} for c in r["controller"]],
-    }
 
 
 def test_each_stage_key_makes_exactly_its_units_stale(first_run):
@@ -99,8 +91,8 @@ def test_changed_settings_stop_with_one_line_then_rerun_changed_matches_a_fresh_
     fresh = root / "fresh"
     proc = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *changed, "--run-dir", str(fresh), "--quiet"], root / "cache")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _comparable(run / "results.json") == _comparable(fresh / "results.json")
-    assert _comparable(run / "results.json") != _comparable(first / "results.json")
+    assert comparable_results(run / "results.json") == comparable_results(fresh / "results.json")
+    assert comparable_results(run / "results.json") != comparable_results(first / "results.json")
 
     again = run_cli(["pipeline", "demo", *TINY_OVERRIDES, *changed, "--run-dir", str(run), "--no-progress"],
                     root / "cache")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from grasp_lora.artefacts import damaged_files, read_manifest
-from grasp_lora.io import MANIFEST, DamagedFileError
+from grasp_lora.io import MANIFEST, DamagedFileError, file_sha256
 
 _MODEL = ("model",)
 _DATA = (
@@ -138,11 +138,7 @@ def results_hash(cfg_dict: Mapping[str, Any]) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_sha256(path, 16)
 
 
 def manifest_digest(unit_dir: str | Path) -> str | None:

@@ -240,3 +240,27 @@ def test_a_ratio_trained_once_a_round_gives_the_same_history_as_training_it_agai
     assert reused["lookaheads_reused"] > 0 and again["lookaheads_reused"] == 0  # candidates clamped to p_min coincide
     assert reused["lookaheads"] + reused["lookaheads_reused"] == again["lookaheads"]
     assert reused["variant"] == variant
+
+
+def test_a_round_cap_stops_the_controller_run_and_keeps_the_uncapped_runs_first_rounds(exp, tmp_path):
+    full, full_history = controller_run(exp, tmp_path / "full")
+    assert full["rounds"] >= 3 and full["max_rounds"] is None and not full["stopped_by_round_cap"]
+    capped_cfg = replace(exp.cfg, controller=replace(exp.cfg.controller, max_rounds=2))
+    capped, capped_history = controller_run(exp, tmp_path / "capped", capped_cfg)
+    assert capped["rounds"] == 2 and capped["stopped_by_round_cap"]
+    assert capped["steps"] == 2 * exp.cfg.controller.every_k_steps < full["steps"]
+    assert capped_history.splitlines() == full_history.splitlines()[:2]  # the same rounds, then the run ends
+    assert capped["p_star"] == json.loads(capped_history.splitlines()[-1])["p_c"]
+
+
+def test_a_budget_in_grid_points_sets_the_round_cap(exp, tmp_path):
+    from grasp_lora.controller.budget import rounds_within_budget
+
+    c = replace(exp.cfg.controller, budget_grid_points=1.0)
+    result, history = controller_run(exp, tmp_path / "budget", replace(exp.cfg, controller=c))
+    lang, r = exp.cfg.data.target_lang, c.resolved()
+    expected = rounds_within_budget(1.0, n_train=len(exp.rows(lang, "train")), n_val=len(exp.rows(lang, "val")),
+                                    epochs=exp.cfg.train.epochs, every_k_steps=c.every_k_steps, candidates=c.candidates,
+                                    micro_dev=min(c.micro_dev_size, len(exp.rows(lang, "micro_dev"))),
+                                    lookahead_steps=r.lookahead_steps)
+    assert result["budget_rounds"] == expected == result["max_rounds"] == result["rounds"] == len(history.splitlines())

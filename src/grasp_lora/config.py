@@ -135,6 +135,13 @@ class ControllerConfig:
     # advantage: centered (a_i = r_i - mean r, the paper) | standardized (divided by the group's std,
     # as GRPO) | None: the variant's
     advantage: Optional[str] = None
+    # When the controller run ends (METHOD.md, "Controller cost"). The final run is a separate run,
+    # so rounds after the decision buy nothing. max_rounds: stop after this many rounds | None.
+    # budget_grid_points: stop after the rounds that fit in this many grid points of compute,
+    # counted in example passes (`controller.budget.rounds_within_budget`) | None. Both null: the
+    # run trains its whole schedule, as the paper's. The tighter of the two wins.
+    max_rounds: Optional[int] = None
+    budget_grid_points: Optional[float] = None
 
     def resolved_variant(self) -> str:
         if self.variant is not None:
@@ -436,6 +443,10 @@ def validate(cfg: Config) -> None:
            f"controller.reward: expected immediate, lookahead or null, got {c.reward!r}")
     _check(c.lookahead_steps is None or c.lookahead_steps >= 1,
            f"controller.lookahead_steps: must be >= 1 (or null: 2 x every_k_steps), got {c.lookahead_steps}")
+    _check(c.max_rounds is None or (isinstance(c.max_rounds, int) and c.max_rounds >= 1),
+           f"controller.max_rounds: must be >= 1 (or null: no cap), got {c.max_rounds!r}")
+    _check(c.budget_grid_points is None or c.budget_grid_points > 0,
+           f"controller.budget_grid_points: must be > 0 (or null: no budget), got {c.budget_grid_points!r}")
     _check(c.train_under_mask is None or isinstance(c.train_under_mask, bool),
            f"controller.train_under_mask: expected true, false or null, got {c.train_under_mask!r}")
     _check(c.variant is None or c.variant in CONTROLLER_VARIANTS,

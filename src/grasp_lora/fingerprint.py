@@ -47,7 +47,8 @@ _DATA = (
 )
 # Keys added after run folders already existed, with the value that gives what those runs did: a
 # manifest that lacks the key and a config that holds this value are not a change of setting.
-ADDED_KEYS: dict[str, Any] = {"data.split_by": "question", "data.max_article_tokens": None}
+ADDED_KEYS: dict[str, Any] = {"data.split_by": "question", "data.max_article_tokens": None,
+                              "controller.max_rounds": None, "controller.budget_grid_points": None}
 _EXAMPLES = ("data.task", "data.max_length", "data.max_article_tokens")  # how training examples are encoded
 _EVAL = ("data.task", "data.target_lang", "data.max_total_generation", "data.max_article_tokens", "generation", "eval")
 

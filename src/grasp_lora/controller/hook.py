@@ -283,15 +283,20 @@ class GRPOHook:
         scorer: RatioScorer,
         mask_state: MaskState,
         history_path: Optional[str | Path] = None,
+        max_rounds: Optional[int] = None,
     ) -> None:
         self.controller = controller
         self.scorer = scorer
         self.mask_state = mask_state
         self.history_path = Path(history_path) if history_path is not None else None
         self.every_k = int(controller.cfg.every_k_steps)
+        # controller.max_rounds / budget_grid_points: the run stops once the decision is made
+        self.max_rounds = max_rounds
 
     def on_train_start(self, state: Any) -> None:
         self.mask_state.rezero()  # a resumed run starts from the committed mask
+        if self.max_rounds is not None and self.controller.round >= self.max_rounds:
+            state.stop = True
 
     def on_optimizer_step(self, state: Any) -> None:
         # Gradients revive committed entries at every step; put the mask back first, so that the
@@ -307,6 +312,8 @@ class GRPOHook:
             append_jsonl(self.history_path, record)
         if getattr(state, "tracker", None) is not None:  # --report-to: rank 0's StageTracker
             state.tracker.log_round(record)
+        if self.max_rounds is not None and self.controller.round >= self.max_rounds:
+            state.stop = True  # every process counts the same rounds, so all stop at this step
 
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"controller": self.controller.state_dict(), "mask_state": self.mask_state.state_dict()}

@@ -87,7 +87,14 @@ def run_grasp_search(
         scorer = DenseRunScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
     else:
         scorer = MaskedModelScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
-    hook = GRPOHook(controller, scorer, mask_state, history_path=history_path)
+    from grasp_lora.controller.budget import round_cap, rounds_within_budget
+
+    budget_rounds = None if c.budget_grid_points is None else rounds_within_budget(
+        c.budget_grid_points, n_train=len(train_set), n_val=len(val_set), epochs=cfg.train.epochs,
+        every_k_steps=c.every_k_steps, candidates=c.candidates, micro_dev=len(micro_set),
+        lookahead_steps=c.lookahead_steps if c.reward == "lookahead" else 0)
+    max_rounds = round_cap(c.max_rounds, budget_rounds)
+    hook = GRPOHook(controller, scorer, mask_state, history_path=history_path, max_rounds=max_rounds)
 
     class _OptimizerRef:  # hands the loop's optimizer to the scorer (it zeroes moments of pruned entries)
         def on_train_start(self, state) -> None:
@@ -119,6 +126,10 @@ def run_grasp_search(
         "train_under_mask": c.train_under_mask,
         "variant": c.variant,
         "rounds": len(controller.history),
+        # the cap on rounds (controller.max_rounds, or the rounds within controller.budget_grid_points)
+        "max_rounds": max_rounds,
+        "budget_rounds": budget_rounds,
+        "stopped_by_round_cap": max_rounds is not None and len(controller.history) >= max_rounds,
         "final_p_c": controller.p_c,
         "mu": controller.policy.mu,
         "sigma": controller.policy.sigma,

@@ -1,0 +1,52 @@
+"""The regime suite's bookkeeping (no model): regimes and variants parse, the scoreboard's schema,
+the hit rule, the 3-point grid read from the 8-point one, cost in grid points."""
+
+import pytest
+
+from benchmarks.bench_regimes import GRID, GRID3, REGIMES, VARIANTS, case, summarize
+from grasp_lora.config import load_config
+
+
+def test_every_regime_and_variant_parses_with_p_max_at_the_grids_top():
+    assert GRID[0] == 0.1 and GRID[-1] == 0.95 and len(GRID) == 8 and set(GRID3) <= set(GRID)
+    for name, regime in REGIMES.items():
+        for variant in VARIANTS.values():
+            cfg = load_config(regime["recipe"], [*regime["overrides"], "controller.p_max=0.95", *variant])
+            assert cfg.controller.p_max == 0.95, name
+
+
+def seed_grid(curve, cpu=10.0):
+    points = [{"ratio": r, "val_loss": v, "cpu_s": cpu} for r, v in zip(GRID, curve)]
+    best = min(points, key=lambda p: p["val_loss"])
+    return {"best_ratio": best["ratio"], "best_val_loss": best["val_loss"], "points": points, "test": {"f1": 40.0}}
+
+
+@pytest.mark.parametrize("p_star, val_loss, hit", [
+    (0.5, 1.00, True),    # the seed's best ratio
+    (0.65, 1.10, True),   # one grid step (0.15) away, whatever the regret
+    (0.8, 1.02, True),    # regret at the goal
+    (0.8, 1.03, False),
+])
+def test_a_hit_is_low_regret_or_one_grid_step_from_the_seeds_best(p_star, val_loss, hit):
+    g = seed_grid([1.3, 1.2, 1.1, 1.05, 1.0, 1.1, 1.2, 1.3])
+    c = case("42", p_star, g, val_loss)
+    assert c["hit"] is hit and c["regret"] == pytest.approx(val_loss - 1.0) and c["seed_best_ratio"] == 0.5
+
+
+def test_the_scoreboard_has_the_issues_schema_and_reads_the_3_point_grid_from_the_8_point_one():
+    curves = {"42": [1.3, 1.2, 1.1, 1.05, 1.0, 1.1, 1.2, 1.3], "7": [1.3, 1.0, 1.1, 1.05, 1.02, 1.1, 1.2, 1.3]}
+    grid = {"ratios": GRID, "selected_ratio": 0.5, "seeds": {s: seed_grid(c) for s, c in curves.items()},
+            "per_ratio": [{"ratio": r, "mean_val_loss": (a + b) / 2} for r, a, b in zip(GRID, *curves.values())]}
+    ctrl = {"seeds": {"42": {"p_star": 0.48, "val_loss": 1.001, "controller_cpu_s": 25.0, "test": {"f1": 41.0}},
+                      "7": {"p_star": 0.9, "val_loss": 1.25, "controller_cpu_s": 30.0, "test": {"f1": 39.0}}}}
+    board = summarize({"regimes": {"r": {"grid": grid, "controllers": {"v": ctrl}}}}, "v")
+    assert board["variant"] == "v" and (board["hits"], board["cases"]) == (1, 2)
+    (r,) = board["regimes"]
+    assert {"name", "grid_ratios", "best_ratio", "controller_cost_grid_points", "cases"} <= set(r)
+    assert r["best_ratio"] == 0.5 and r["grid_ratios"] == GRID
+    assert r["controller_cost_grid_points"] == pytest.approx(3.0)  # the dearer seed: 30 CPU s / 10 per point
+    assert [set(c) >= {"seed", "p_star", "seed_best_ratio", "regret", "hit"} for c in r["cases"]] == [True, True]
+    assert [(c["p_star"], c["hit"]) for c in r["cases"]] == [(0.48, True), (0.9, False)]
+    # the 3-point grid {0.2, 0.5, 0.8}: seed 42 picks 0.5 (its best), seed 7 picks 0.2 (its best)
+    assert [(c["p_star"], c["regret"]) for c in r["grid3_cases"]] == [(0.5, 0.0), (0.2, 0.0)]
+    assert r["mean_test"] == pytest.approx(40.0) and r["grid_selected_test"] == pytest.approx(40.0)

@@ -262,3 +262,38 @@ def test_config_checks():
         GRPOController(ControllerConfig(candidates=1))
     with pytest.raises(ValueError):
         GRPOController(ControllerConfig(fidelity="paper"))
+
+
+def fit_history(curve, offsets, candidates):
+    """Rounds whose losses are curve(rho) + that round's offset (the run trains between rounds)."""
+    return [{"candidates": list(c), "losses": [curve(r) + off for r in c]} for off, c in zip(offsets, candidates)]
+
+
+@pytest.mark.parametrize("best", [0.2, 0.55, 0.85])  # low, interior, high: the answer is no bound
+def test_fit_rule_finds_the_minimum_of_a_curve_seen_through_shifting_rounds(best):
+    from grasp_lora.controller.grpo import fitted_ratio
+
+    curve = lambda r: 3.0 * (r - best) ** 2  # noqa: E731
+    cands = [(0.1, 0.4, 0.7), (0.3, 0.6, 0.9), (0.15, 0.5, 0.95)]
+    history = fit_history(curve, [1.0, 0.6, 0.3], cands)  # later rounds lower: training went on
+    assert fitted_ratio(history, 0.1, 0.95) == pytest.approx(best, abs=1e-6)
+
+
+def test_fit_rule_never_extrapolates_and_needs_three_ratios():
+    from grasp_lora.controller.grpo import fitted_ratio
+
+    down = lambda r: -r  # noqa: E731  best beyond every candidate: the highest one seen
+    history = fit_history(down, [0.0, 0.0], [(0.3, 0.4, 0.5), (0.35, 0.45, 0.5)])
+    assert fitted_ratio(history, 0.1, 0.95) == pytest.approx(0.5)
+    assert fitted_ratio(history, 0.1, 0.42) == pytest.approx(0.42)  # and never beyond [p_min, p_max]
+    assert fitted_ratio(fit_history(down, [0.0], [(0.3, 0.3, 0.5)]), 0.1, 0.95) is None
+
+
+def test_fit_rule_in_the_controller_falls_back_to_final_without_three_ratios():
+    c = GRPOController(ControllerConfig(p_star_rule="fit"))
+    c.history = [{"candidates": [0.3, 0.3, 0.3], "losses": [1.0, 1.0, 1.0], "rewards": [0, 0, 0],
+                  "committed_ratio": 0.35, "p_c": 0.35}]
+    assert c.p_star() == 0.35
+    c.history[0]["candidates"] = [0.2, 0.4, 0.6]
+    c.history[0]["losses"] = [1.0, 0.9, 1.0]
+    assert c.p_star() == pytest.approx(0.4)

@@ -111,7 +111,9 @@ class ControllerConfig:
     max_step: float = 0.10
     seed: int = 42
     fidelity: str = "fixed"  # fixed | authors
-    p_star_rule: Optional[str] = None  # final | best_trial; None: final (fixed), best_trial (authors)
+    # final | best_trial | fit (a quadratic fitted to every scored candidate, controller/grpo.py
+    # `fitted_ratio`); None: final (fixed), best_trial (authors)
+    p_star_rule: Optional[str] = None
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
     # How the controller scores and trains (METHOD.md, "Controller variants"). Not every default is
@@ -433,8 +435,8 @@ def validate(cfg: Config) -> None:
     _check(c.entropy_bonus >= 0, "controller.entropy_bonus: must be >= 0")
     _check(c.max_step > 0, "controller.max_step: must be > 0")
     _check(c.fidelity in ("fixed", "authors"), f"controller.fidelity: expected fixed or authors, got {c.fidelity!r}")
-    _check(c.p_star_rule in (None, "final", "best_trial"),
-           f"controller.p_star_rule: expected final or best_trial, got {c.p_star_rule!r}")
+    _check(c.p_star_rule in (None, "final", "best_trial", "fit"),
+           f"controller.p_star_rule: expected final, best_trial or fit, got {c.p_star_rule!r}")
     _check(c.grad_accum >= 1, "controller.grad_accum: must be >= 1")
     _check(c.score_batch_size >= 1, "controller.score_batch_size: must be >= 1")
     _check(c.advantage in (None, "centered", "standardized"),

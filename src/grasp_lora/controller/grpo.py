@@ -35,6 +35,7 @@ __all__ = [
     "policy_update",
     "bounded_step",
     "clamp",
+    "fitted_ratio",
     "SIGMA_FLOOR",
     "VARIANCE_FLOOR",
 ]
@@ -114,6 +115,35 @@ def policy_update(
     new_mu = clamp(mu + lr * (g_mu - kl_coef * (mu - p_c)), p_min, p_max)
     new_sigma = max(SIGMA_FLOOR, sigma + lr * g_sigma + entropy_bonus)
     return new_mu, new_sigma, adv
+
+
+def fitted_ratio(history: Sequence[dict[str, Any]], lo: float, hi: float) -> Optional[float]:
+    """`p_star_rule: fit`: the ratio that minimises a quadratic fitted to every scored candidate of
+    the run, with one intercept per round (losses are comparable within a round only: the run
+    trains between rounds). The minimum is searched within the candidates' own range, clipped to
+    [lo, hi], so the rule never extrapolates. None when the candidates span fewer than 3 distinct
+    ratios (nothing to fit; the caller falls back to `final`)."""
+    rows = [(r, float(rho), float(loss)) for r, rec in enumerate(history)
+            for rho, loss in zip(rec["candidates"], rec["losses"])]
+    ratios = sorted({rho for _, rho, _ in rows})
+    if len(ratios) < 3:
+        return None
+    rounds = len(history)
+    x = np.zeros((len(rows), rounds + 2))
+    y = np.array([loss for _, _, loss in rows])
+    for i, (r, rho, _) in enumerate(rows):
+        x[i, r], x[i, rounds], x[i, rounds + 1] = 1.0, rho, rho * rho
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    a1, a2 = float(coef[rounds]), float(coef[rounds + 1])
+    left, right = max(lo, ratios[0]), min(hi, ratios[-1])
+    if left > right:
+        return None
+    ends = sorted([left, right], key=lambda p: a1 * p + a2 * p * p)
+    if a2 > 0:
+        vertex = -a1 / (2 * a2)
+        if left <= vertex <= right:
+            return float(vertex)
+    return float(ends[0])
 
 
 def bounded_step(p_c: float, target: float, max_step: float, p_min: float, p_max: float) -> float:
@@ -210,6 +240,8 @@ class GRPOController:
         committed: the policy then never found a ratio that did not hurt; `result()` says so).
         best_trial: the candidate ratio with the largest reward over all rounds, ties to the lower
         loss, then to the earliest (p_init when no round ran).
+        fit: the minimum of a quadratic in the ratio fitted to every candidate's loss with one
+        intercept per round (`fitted_ratio`); `final` when fewer than 3 distinct ratios were scored.
         """
         rule = rule or self.cfg.resolved_p_star_rule()
         if rule == "final":
@@ -226,7 +258,10 @@ class GRPOController:
                     if best is None or key > best:  # strict: earlier wins on full ties
                         best, best_ratio = key, float(rho)
             return best_ratio
-        raise ValueError(f"p* rule must be final or best_trial, got {rule!r}")
+        if rule == "fit":
+            fitted = fitted_ratio(self.history, self.cfg.p_min, self.cfg.p_max)
+            return self.p_star("final") if fitted is None else fitted
+        raise ValueError(f"p* rule must be final, best_trial or fit, got {rule!r}")
 
     def result(self, rule: Optional[str] = None) -> dict[str, Any]:
         rule = rule or self.cfg.resolved_p_star_rule()

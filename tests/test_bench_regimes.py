@@ -50,3 +50,22 @@ def test_the_scoreboard_has_the_issues_schema_and_reads_the_3_point_grid_from_th
     # the 3-point grid {0.2, 0.5, 0.8}: seed 42 picks 0.5 (its best), seed 7 picks 0.2 (its best)
     assert [(c["p_star"], c["regret"]) for c in r["grid3_cases"]] == [(0.5, 0.0), (0.2, 0.0)]
     assert r["mean_test"] == pytest.approx(40.0) and r["grid_selected_test"] == pytest.approx(40.0)
+
+
+def test_rule_analysis_reads_other_rules_and_round_caps_off_the_histories():
+    from benchmarks.bench_regimes import rule_analysis
+
+    curve = [1.3, 1.2, 1.1, 1.05, 1.0, 1.1, 1.2, 1.3]  # best 0.5
+    grid = {"ratios": GRID, "selected_ratio": 0.5, "seeds": {"42": seed_grid(curve)},
+            "per_ratio": [{"ratio": r, "mean_val_loss": v} for r, v in zip(GRID, curve)]}
+    reward = lambda r: -((r - 0.5) ** 2)  # noqa: E731 the micro-dev agrees with the grid
+    traj = [{"round": 1, "p_c": 0.3, "candidates": [0.2, 0.3, 0.4], "rewards": [reward(x) for x in (0.2, 0.3, 0.4)]},
+            {"round": 2, "p_c": 0.4, "candidates": [0.35, 0.45, 0.7], "rewards": [reward(x) + 1 for x in (0.35, 0.45, 0.7)]}]
+    ctrl = {"seeds": {"42": {"p_star": 0.4, "val_loss": 1.05, "trajectory": traj}}}
+    (row,) = rule_analysis({"regimes": {"r": {"grid": grid, "controllers": {"v": ctrl}}}}, "v")
+    assert row["interp_check"] == pytest.approx(0.0)  # the grid's own 0.4 point
+    assert row["rules"]["final@1"]["p_star"] == 0.3 and row["rules"]["final@2"]["p_star"] == 0.4
+    assert row["rules"]["best_trial@1"]["p_star"] == 0.4 and row["rules"]["best_trial@2"]["p_star"] == 0.45
+    assert row["rules"]["fit@2"]["p_star"] == pytest.approx(0.5)  # the quadratic's vertex, offsets absorbed
+    assert row["rules"]["fit@2"]["regret"] == pytest.approx(0.0) and row["rules"]["fit@2"]["hit"]
+    assert row["rules"]["fit@1"]["p_star"] == pytest.approx(0.4)  # never beyond the candidates seen

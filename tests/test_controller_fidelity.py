@@ -314,16 +314,25 @@ def test_dense_run_scorer_commits_a_ratio_not_a_mask():
     assert again.committed_ratio == 0.5 and again.committed_loss() == pytest.approx(scorer.committed_loss())
 
 
-@pytest.mark.parametrize("name", ["paper", "authors", "dense", "dense_lookahead", "masked_lookahead"])
+@pytest.mark.parametrize("name", ["paper", "authors", "dense", "dense_lookahead", "masked_lookahead",
+                                  "dense_lookahead_budget"])
 def test_each_named_variant_expands_to_its_keys_and_explicit_keys_win(name):
     from grasp_lora.config import CONTROLLER_VARIANTS
 
-    c = load_config(None, [f"controller.variant={name}"]).controller
+    c = load_config(None, [f"controller.variant={name}", "controller.every_k_steps=7"]).controller
     table = CONTROLLER_VARIANTS[name]
     assert (c.resolved_train_under_mask(), c.resolved_reward(), c.resolved_advantage()) == (
         table["train_under_mask"], table["reward"], table["advantage"])
     assert c.fidelity == table.get("fidelity", "fixed")
-    assert c.resolved_p_star_rule() == ("best_trial" if name == "authors" else "final")
+    assert c.resolved_p_star_rule() == table.get("p_star_rule", "best_trial" if name == "authors" else "final")
+    assert c.resolved_budget_grid_points() == table.get("budget_grid_points")
+    if table["reward"] == "lookahead":  # a multiple of K: 2 K unless the variant says otherwise
+        assert c.resolved_lookahead_steps() == round(7 * table.get("lookahead_per_k", 2))
+    if name == "dense_lookahead_budget":  # the budget and the lookahead are keys like the others
+        assert c.resolved().budget_grid_points == 3.0 and c.resolved().lookahead_steps == 7
+        explicit = load_config(None, [f"controller.variant={name}", "controller.budget_grid_points=5",
+                                      "controller.lookahead_steps=3"]).controller
+        assert (explicit.resolved_budget_grid_points(), explicit.resolved_lookahead_steps()) == (5, 3)
     if name != "authors":  # the released scripts' controller takes no variant key (fidelity's check)
         flipped = "standardized" if table["advantage"] == "centered" else "centered"
         assert load_config(None, [f"controller.variant={name}", f"controller.advantage={flipped}"]).controller \

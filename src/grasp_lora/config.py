@@ -152,13 +152,13 @@ class ControllerConfig:
             return "authors"
         return "paper" if self.train_under_mask else "dense_lookahead"
 
-    def _variant_value(self, key: str) -> Any:
-        return CONTROLLER_VARIANTS[self.resolved_variant()][key]
+    def _variant_value(self, key: str, default: Any = None) -> Any:
+        return CONTROLLER_VARIANTS[self.resolved_variant()].get(key, default)
 
     def resolved_p_star_rule(self) -> str:
         if self.p_star_rule is not None:
             return self.p_star_rule
-        return "best_trial" if self.fidelity == "authors" else "final"
+        return self._variant_value("p_star_rule", "best_trial" if self.fidelity == "authors" else "final")
 
     def resolved_train_under_mask(self) -> bool:
         if self.train_under_mask is not None:
@@ -173,7 +173,12 @@ class ControllerConfig:
     def resolved_lookahead_steps(self) -> int:
         if self.lookahead_steps is not None:
             return self.lookahead_steps
-        return 2 * self.every_k_steps
+        return max(1, round(self._variant_value("lookahead_per_k", 2) * self.every_k_steps))
+
+    def resolved_budget_grid_points(self) -> Optional[float]:
+        if self.budget_grid_points is not None:
+            return self.budget_grid_points
+        return self._variant_value("budget_grid_points")
 
     def resolved_advantage(self) -> str:
         if self.advantage is not None:
@@ -185,15 +190,18 @@ class ControllerConfig:
         run records (its fingerprint), so that a change of default is a change of setting."""
         return replace(self, variant=self.resolved_variant(), p_star_rule=self.resolved_p_star_rule(),
                        train_under_mask=self.resolved_train_under_mask(), reward=self.resolved_reward(),
-                       lookahead_steps=self.resolved_lookahead_steps(), advantage=self.resolved_advantage())
+                       lookahead_steps=self.resolved_lookahead_steps(), advantage=self.resolved_advantage(),
+                       budget_grid_points=self.resolved_budget_grid_points())
 
     def resolution(self) -> dict[str, Any]:
         """What each null key of this section resolves to (`grasp-lora config` prints it)."""
         r = self.resolved()
         out = {k: getattr(r, k) for k in ("variant", "p_star_rule", "train_under_mask", "reward", "lookahead_steps",
-                                          "advantage") if getattr(self, k) is None}
+                                          "advantage", "budget_grid_points") if getattr(self, k) is None}
         if "lookahead_steps" in out and r.reward != "lookahead":
             out["lookahead_steps"] = "unused (immediate reward)"
+        if out.get("budget_grid_points", 0) is None:
+            del out["budget_grid_points"]  # null resolves to null: no budget, nothing to say
         return out
 
 
@@ -210,6 +218,10 @@ CONTROLLER_VARIANTS: dict[str, dict[str, Any]] = {
     "dense_lookahead": {"train_under_mask": False, "reward": "lookahead", "advantage": "standardized"},
     # the run trains under its mask, each mask scored after lookahead_steps of training under it
     "masked_lookahead": {"train_under_mask": True, "reward": "lookahead", "advantage": "centered"},
+    # dense_lookahead paid for: each mask trained K steps (not 2 K) before it is scored, and the run
+    # stopped after the rounds that fit in 3 grid points (METHOD.md, "Controller cost")
+    "dense_lookahead_budget": {"train_under_mask": False, "reward": "lookahead", "advantage": "standardized",
+                               "lookahead_per_k": 1, "budget_grid_points": 3.0, "p_star_rule": "final"},
 }
 
 

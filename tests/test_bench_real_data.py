@@ -28,10 +28,12 @@ def test_every_named_variant_parses_and_keeps_its_meaning_whatever_the_default()
     assert resolved["dense_run"] == ("fixed", "centered", "immediate", False, None)
     assert resolved["dense_run_std"] == ("fixed", "standardized", "immediate", False, None)
     assert resolved["dense_ahead20_std"] == ("fixed", "standardized", "lookahead", False, 20)
-    # the default controller (every key null) is dense_ahead20_std on the harness's recipe (K 10)
+    # the default controller (every key null) on the harness's recipe (K 10) is dense_ahead20_std with a
+    # K-step lookahead and a budget of 3 grid points (the default since 2026-12-05)
     default = load_config(RECIPE, []).controller
     assert (default.fidelity, default.resolved_advantage(), default.resolved_reward(), default.resolved_train_under_mask(),
-            default.resolved_lookahead_steps()) == resolved["dense_ahead20_std"]
+            default.resolved_lookahead_steps()) == resolved["dense_ahead20_std"][:4] + (10,)
+    assert default.resolved_budget_grid_points() == 3.0
 
 
 @pytest.mark.parametrize("p_star, best, regret, hit", [

@@ -341,10 +341,10 @@ def test_each_named_variant_expands_to_its_keys_and_explicit_keys_win(name):
 
 def test_the_variant_follows_from_how_the_run_trains_when_unnamed():
     resolved = lambda *o: load_config(None, list(o)).controller.resolved_variant()  # noqa: E731
-    assert resolved() == "dense_lookahead"
+    assert resolved() == "dense_lookahead_budget"
     assert resolved("controller.train_under_mask=true") == "paper"
     assert resolved("controller.fidelity=authors") == "authors"
-    assert resolved("controller.reward=immediate") == "dense_lookahead"  # named by the run; the reward overrides
+    assert resolved("controller.reward=immediate") == "dense_lookahead_budget"  # named by the run; the reward overrides
 
 
 def test_combinations_that_mean_nothing_are_refused_in_one_line():
@@ -373,4 +373,5 @@ def test_config_prints_what_each_null_key_resolves_to_and_reads_back_the_same(tm
     path.write_text(text)
     assert load_config(path) == cfg and yaml.safe_load(text) == cfg.to_dict()
     default = load_config(None, []).to_yaml().splitlines()
-    assert f"  lookahead_steps: null  # -> {2 * load_config(None, []).controller.every_k_steps}" in default
+    assert f"  lookahead_steps: null  # -> {load_config(None, []).controller.every_k_steps}" in default
+    assert "  budget_grid_points: null  # -> 3.0" in default and "  max_rounds: null" in default

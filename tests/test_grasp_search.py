@@ -127,14 +127,16 @@ def test_masked_run_lookahead_and_standardized_variants_run_and_are_recorded(exp
 
 
 def test_dense_run_lookahead_trains_dense_and_scores_trained_masks(exp, tmp_path):
-    c = replace(exp.cfg.controller, reward="lookahead", lookahead_steps=2, train_under_mask=False)
+    # the whole schedule on both sides (no budget): the same training steps, so the same validation loss
+    c = replace(exp.cfg.controller, variant="dense_lookahead", reward="lookahead", lookahead_steps=2,
+                train_under_mask=False)
     result, history = controller_run(exp, tmp_path / "dense_ahead", replace(exp.cfg, controller=c))
     assert (result["reward"], result["train_under_mask"], result["advantage"]) == ("lookahead", False, "standardized")
     records = [json.loads(line) for line in history.splitlines()]
     assert len(records) == result["rounds"] > 0
     # the run trains dense whatever is committed: its validation loss is the immediate-reward dense
     # run's (scoring restores weights and optimizer), while its rewards are the lookahead's
-    immediate = replace(exp.cfg.controller, reward="immediate", train_under_mask=False)
+    immediate = replace(exp.cfg.controller, variant="dense", reward="immediate", train_under_mask=False)
     dense, dense_history = controller_run(exp, tmp_path / "dense", replace(exp.cfg, controller=immediate))
     assert dense["reward"] == "immediate" and dense["lookahead_steps"] is None
     assert result["best_val_loss"] == pytest.approx(dense["best_val_loss"], abs=1e-6)
@@ -243,9 +245,10 @@ def test_a_ratio_trained_once_a_round_gives_the_same_history_as_training_it_agai
 
 
 def test_a_round_cap_stops_the_controller_run_and_keeps_the_uncapped_runs_first_rounds(exp, tmp_path):
-    full, full_history = controller_run(exp, tmp_path / "full")
+    uncapped = replace(exp.cfg.controller, variant="dense_lookahead")  # the whole schedule, no budget
+    full, full_history = controller_run(exp, tmp_path / "full", replace(exp.cfg, controller=uncapped))
     assert full["rounds"] >= 3 and full["max_rounds"] is None and not full["stopped_by_round_cap"]
-    capped_cfg = replace(exp.cfg, controller=replace(exp.cfg.controller, max_rounds=2))
+    capped_cfg = replace(exp.cfg, controller=replace(uncapped, max_rounds=2))
     capped, capped_history = controller_run(exp, tmp_path / "capped", capped_cfg)
     assert capped["rounds"] == 2 and capped["stopped_by_round_cap"]
     assert capped["steps"] == 2 * exp.cfg.controller.every_k_steps < full["steps"]

@@ -50,10 +50,10 @@ def test_pipeline_writes_every_artefact(reference_run):
     assert final["ratio"] == grasp["p_star"]
     report = (run / "report.md").read_text()
     assert "| GRASP (1 controller run(s) + 1 final run(s)) | 2 |" in report
-    # the default controller trains dense and scores masks after a lookahead of 2 K steps (METHOD.md,
-    # Controller variants), and the report says so
-    steps = 2 * yaml.safe_load((run / "config.yaml").read_text())["controller"]["every_k_steps"]
-    assert grasp["lookahead_steps"] == steps
+    # the default controller trains dense, scores masks after a lookahead of K steps and stops within
+    # its budget of 3 grid points (METHOD.md, Controller variants and Controller cost); the report says so
+    steps = yaml.safe_load((run / "config.yaml").read_text())["controller"]["every_k_steps"]
+    assert grasp["lookahead_steps"] == steps and grasp["budget_rounds"] == grasp["max_rounds"] >= grasp["rounds"]
     assert grasp["train_under_mask"] is False and grasp["reward"] == "lookahead"
     assert f"| dense, masks only scored | lookahead, {steps} steps | standardized |" in report
 

@@ -3,8 +3,8 @@
 A recipe is a YAML mapping whose top-level keys are the sections of `Config`. Unknown keys,
 wrong types and out-of-range values are rejected with one line naming the key (`ConfigError`).
 Defaults are the paper's settings (docs/METHOD.md) except where a key says otherwise: the
-controller (`controller.variant`, default `dense_lookahead`, chosen on real data; `paper` is the
-paper's) and what the paper does not have (`data.split_by`'s `context`, `data.max_article_tokens`).
+controller (`controller.variant`, default `dense_lookahead_budget`, see METHOD.md "Controller
+variants"; `paper` is the paper's) and what the paper does not have (`data.split_by`'s `context`, `data.max_article_tokens`).
 `configs/demo.yaml` scales sizes down.
 """
 
@@ -120,8 +120,9 @@ class ControllerConfig:
     # the paper's: `variant` names a whole controller (CONTROLLER_VARIANTS) and the four keys below
     # override its values one by one. Left null, the variant follows from how the run trains:
     # `authors` under fidelity authors, `paper` when train_under_mask is true, else
-    # `dense_lookahead`, the default (chosen on the real-data harness, BENCHMARKS.md "Real data").
-    # So `train_under_mask: true` alone still gives the paper's controller back.
+    # `dense_lookahead_budget`, the default (the controller of BENCHMARKS.md "Real data" stopped
+    # within 3 grid points of compute; BENCHMARKS.md "The regime suite"). So `train_under_mask:
+    # true` alone still gives the paper's controller back.
     variant: Optional[str] = None
     # train_under_mask: true (the paper: the committed ratio's mask is applied and the controller run
     # trains under it) | false (a commit moves p_c only; the run trains dense and every mask of a
@@ -150,7 +151,7 @@ class ControllerConfig:
             return self.variant
         if self.fidelity == "authors":
             return "authors"
-        return "paper" if self.train_under_mask else "dense_lookahead"
+        return "paper" if self.train_under_mask else "dense_lookahead_budget"
 
     def _variant_value(self, key: str, default: Any = None) -> Any:
         return CONTROLLER_VARIANTS[self.resolved_variant()].get(key, default)
@@ -214,12 +215,13 @@ CONTROLLER_VARIANTS: dict[str, dict[str, Any]] = {
     "authors": {"fidelity": "authors", "train_under_mask": True, "reward": "immediate", "advantage": "centered"},
     # the run trains dense; masks are cut from its weights and scored at once
     "dense": {"train_under_mask": False, "reward": "immediate", "advantage": "standardized"},
-    # the default: the dense run, each mask scored after lookahead_steps of training under it
+    # the dense run, each mask scored after lookahead_steps (2 K) of training under it, to the end
+    # of the run's schedule (the default from 2026-12-02 to 2026-12-05)
     "dense_lookahead": {"train_under_mask": False, "reward": "lookahead", "advantage": "standardized"},
     # the run trains under its mask, each mask scored after lookahead_steps of training under it
     "masked_lookahead": {"train_under_mask": True, "reward": "lookahead", "advantage": "centered"},
-    # dense_lookahead paid for: each mask trained K steps (not 2 K) before it is scored, and the run
-    # stopped after the rounds that fit in 3 grid points (METHOD.md, "Controller cost")
+    # the default: dense_lookahead paid for, each mask trained K steps (not 2 K) before it is scored
+    # and the run stopped after the rounds that fit in 3 grid points (METHOD.md, "Controller cost")
     "dense_lookahead_budget": {"train_under_mask": False, "reward": "lookahead", "advantage": "standardized",
                                "lookahead_per_k": 1, "budget_grid_points": 3.0, "p_star_rule": "final"},
 }
@@ -306,7 +308,7 @@ class Config:
 
     def to_yaml(self) -> str:
         """The config as YAML; each null controller key carries what it resolves to as a comment
-        (`variant: null  # -> dense_lookahead`), so config.yaml says which controller ran."""
+        (`variant: null  # -> dense_lookahead_budget`), so config.yaml says which controller ran."""
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
         resolution = self.controller.resolution()
         out, section = [], None

@@ -56,8 +56,10 @@ REGIMES: dict[str, dict[str, Any]] = {
     # the second target language of the demo data (its template answers are learnt almost exactly:
     # validation loss 0.014-0.020 at 0.1-0.3, so every ratio is within the 0.02 regret goal; left out)
     "demo_zh": {"recipe": DEMO, "overrides": ["data.target_lang=zh"]},
-    # another target module set: the attention output and MLP down projections
-    "demo_o_down": {"recipe": DEMO, "overrides": ['lora.target_modules=["o_proj","down_proj"]']},
+    # another target module set: every projection fed by the decoder layer's input (q, k, v, gate, up).
+    # (o_proj and down_proj were the first choice: their grid crashed in the input-aware importance,
+    # which weighs them by the layer input's norms; the config now refuses them in one line.)
+    "demo_qkv_mlp": {"recipe": DEMO, "overrides": ['lora.target_modules=["q_proj","k_proj","v_proj","gate_proj","up_proj"]']},
     # fewer source examples: a weaker English adapter to reuse
     "demo_few_source": {"recipe": DEMO, "overrides": ["data.source_sizes={train: 8, val: 8, micro_dev: 0, test: 0}"]},
     # a 3x larger learning rate: the adapters overfit the 32 examples more, where pruning may help

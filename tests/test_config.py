@@ -139,3 +139,14 @@ def test_config_round_trips_through_yaml(tmp_path):
     again = load_config(p)
     assert again == cfg
     assert again.controller.resolved_p_star_rule() == "best_trial"
+
+
+def test_target_modules_that_do_not_read_the_layer_input_are_refused_in_one_line():
+    from grasp_lora.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ['lora.target_modules=["q_proj","o_proj","down_proj"]'])
+    msg = str(e.value)
+    assert "o_proj, down_proj do not read the decoder layer's input" in msg and "\n" not in msg
+    cfg = load_config(None, ['lora.target_modules=["q_proj","k_proj","v_proj","gate_proj","up_proj"]'])
+    assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"]

@@ -206,6 +206,15 @@ class ControllerConfig:
         return out
 
 
+# Projections that read something other than the decoder layer's input hidden state (the attention
+# output, the MLP's intermediate activation), in the module names of common architectures. The
+# input-aware importance of the fixed-ratio runs weighs A's columns by the layer input's norms
+# (SPEC, the authors' allocator), which for these modules would be the wrong features: of another
+# size (a crash deep in the grid) or, where the sizes agree (Llama's o_proj), silently wrong.
+NOT_FED_BY_LAYER_INPUT = frozenset({"o_proj", "down_proj", "out_proj", "dense", "fc2", "c_proj", "dense_4h_to_h",
+                                    "w2", "wo"})
+
+
 # controller.variant: named controllers, each the values of the keys it sets (explicit keys win).
 # `masked_lookahead` is the only name for the lookahead reward on a run trained under its mask.
 CONTROLLER_VARIANTS: dict[str, dict[str, Any]] = {
@@ -422,6 +431,11 @@ def validate(cfg: Config) -> None:
     _check(l.alpha > 0, "lora.alpha: must be > 0")
     _check(0 <= l.dropout < 1, "lora.dropout: must be in [0, 1)")
     _check(len(l.target_modules) > 0, "lora.target_modules: must name at least one module")
+    off_stream = [m for m in l.target_modules if m.split(".")[-1] in NOT_FED_BY_LAYER_INPUT]
+    _check(not off_stream,
+           f"lora.target_modules: {', '.join(off_stream)} do not read the decoder layer's input, whose norms the "
+           "fixed-ratio runs' input-aware importance uses (METHOD.md, Pruning at a ratio p); adapt modules fed by it "
+           "(q_proj, k_proj, v_proj, gate_proj, up_proj)")
     t = cfg.train
     _check(t.lr > 0, "train.lr: must be > 0")
     _check(t.weight_decay >= 0, "train.weight_decay: must be >= 0")

@@ -309,6 +309,26 @@ def print_rule_analysis(rows: list[dict[str, Any]]) -> None:
           " ".join(f"{r['regime']}/{r['seed']} {r['interp_check']:+.3f}" for r in rows))
 
 
+def markdown(board: dict[str, Any]) -> str:
+    """The scoreboard as BENCHMARKS.md's tables: the grid curves, then every case."""
+    head = "| regime | " + " | ".join(f"{r:g}" for r in GRID) + " | best (mean) | seeds' bests |"
+    lines = [head, "|---|" + "---:|" * (len(GRID) + 1) + "---|"]
+    for r in board["regimes"]:
+        curve = r["grid_mean_curve"]
+        cells = [f"**{v:.3f}**" if abs(g - r["best_ratio"]) < 1e-9 else f"{v:.3f}" for g, v in zip(GRID, curve)]
+        bests = ", ".join(f"{c['seed_best_ratio']:g}" for c in r["grid3_cases"])
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {r['best_ratio']:g} | {bests} |")
+    lines += ["", "| regime | seed | seed's best | GRASP p* | regret | hit | 3-point grid | its regret | hit |"
+              " controller cost (grid points) |", "|---|---:|---:|---:|---:|---|---:|---:|---|---:|"]
+    for r in board["regimes"]:
+        for i, (c, g) in enumerate(zip(r.get("cases", []), r["grid3_cases"])):
+            cost = r["controller_cost_grid_points_per_seed"][i]
+            lines.append(f"| {r['name']} | {c['seed']} | {c['seed_best_ratio']:g} | {c['p_star']:.2f} | {c['regret']:+.3f} | "
+                         f"{'yes' if c['hit'] else 'no'} | {g['p_star']:g} | {g['regret']:+.3f} | {'yes' if g['hit'] else 'no'} | "
+                         f"{cost:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--regimes", default=",".join(REGIMES))
@@ -323,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="result file (default: benchmarks/results/bench_regimes_<regime>.json)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="with --summarize: also print BENCHMARKS.md's tables")
     ap.add_argument("--summarize", action="store_true",
                     help="run nothing: read every bench_regimes_<regime>.json and write bench_regimes_scoreboard.json")
     args = ap.parse_args(argv)
@@ -343,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         board["rule_analysis"] = rule_analysis(report, args.variant)
         if board["rule_analysis"]:
             print_rule_analysis(board["rule_analysis"])
+        if args.markdown:
+            print("\n" + markdown(board))
         C.write_report(board, args.out or C.RESULTS_DIR / "bench_regimes_scoreboard.json")
         return 0
     if args.threads:

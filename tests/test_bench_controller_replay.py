@@ -128,8 +128,9 @@ def test_probe_scores_the_weights_of_the_dense_controller_run(tmp_path, monkeypa
     # the lookahead probe trains every scored mask for a few steps and restores all of it: the run's
     # own weights are still the dense run's, its losses are not the immediate ones, and at round 1
     # (no commit yet) they are a real dense-run lookahead controller's
-    lookahead = load_config(resolve_recipe("demo"), [*TINY_OVERRIDES, "controller.train_under_mask=false",
-                                                     "controller.reward=lookahead", "controller.lookahead_steps=2"])
+    lookahead = load_config(resolve_recipe("demo"), [*TINY_OVERRIDES, "controller.variant=dense_lookahead",
+                                                     "controller.train_under_mask=false", "controller.reward=lookahead",
+                                                     "controller.lookahead_steps=2"])  # the whole schedule, as the probe
     real_ahead, _ = run(tmp_path / "real_lookahead", lookahead)
     with probing(real_ahead[0]["candidates"]):
         ahead, ahead_log = run(tmp_path / "lookahead", lookahead)

@@ -154,8 +154,9 @@ def test_config_variants_and_refusals():
         load_config(None, ["controller.fidelity=authors", "controller.reward=lookahead"])
     assert load_config(None, ["controller.train_under_mask=false"]).controller.train_under_mask is False
     # Every variant key resolves from how the run trains: the default controller is the dense run
-    # with the lookahead reward (2 K steps) and standardized advantages; train_under_mask true (or
-    # fidelity authors) alone gives the paper's controller back; explicit values win.
+    # with the lookahead reward (K steps, within a budget) and standardized advantages;
+    # train_under_mask true (or fidelity authors) alone gives the paper's controller back (whose
+    # lookahead_steps, unused, resolves to 2 K); explicit values win.
     def resolved(*overrides):
         c = load_config(None, list(overrides)).controller
         return (c.resolved_train_under_mask(), c.resolved_reward(), c.resolved_lookahead_steps(), c.resolved_advantage())
@@ -163,12 +164,12 @@ def test_config_variants_and_refusals():
     default = load_config(None, []).controller
     assert (default.train_under_mask, default.reward, default.lookahead_steps, default.advantage) == (None,) * 4
     k = default.every_k_steps
-    assert resolved() == (False, "lookahead", 2 * k, "standardized")
-    assert resolved("controller.every_k_steps=7") == (False, "lookahead", 14, "standardized")
+    assert resolved() == (False, "lookahead", k, "standardized")
+    assert resolved("controller.every_k_steps=7") == (False, "lookahead", 7, "standardized")
     assert resolved("controller.train_under_mask=true") == (True, "immediate", 2 * k, "centered")
     assert resolved("controller.fidelity=authors") == (True, "immediate", 2 * k, "centered")
-    assert resolved("controller.reward=immediate") == (False, "immediate", 2 * k, "standardized")
-    assert resolved("controller.reward=lookahead") == (False, "lookahead", 2 * k, "standardized")
+    assert resolved("controller.reward=immediate") == (False, "immediate", k, "standardized")
+    assert resolved("controller.reward=lookahead") == (False, "lookahead", k, "standardized")
     assert resolved("controller.variant=masked_lookahead", "controller.lookahead_steps=5") == (True, "lookahead", 5, "centered")
     assert resolved("controller.train_under_mask=false", "controller.advantage=centered")[3] == "centered"
     assert resolved("controller.train_under_mask=true", "controller.advantage=standardized")[3] == "standardized"
@@ -176,8 +177,8 @@ def test_config_variants_and_refusals():
         load_config(None, ["controller.lookahead_steps=0"])
     # resolved() is what a controller run records: no null left, and a resolved config resolves to itself
     r = default.resolved()
-    assert (r.train_under_mask, r.reward, r.lookahead_steps, r.advantage, r.p_star_rule) == (
-        False, "lookahead", 2 * k, "standardized", "final")
+    assert (r.train_under_mask, r.reward, r.lookahead_steps, r.advantage, r.p_star_rule, r.budget_grid_points) == (
+        False, "lookahead", k, "standardized", "final", 3.0)
     assert r.resolved() == r
     with pytest.raises(ConfigError, match="fidelity"):
         load_config(None, ["controller.fidelity=authors", "controller.advantage=standardized"])

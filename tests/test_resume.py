@@ -51,8 +51,9 @@ def test_each_stage_key_makes_exactly_its_units_stale(first_run):
     assert any(n.startswith("systems/grasp") for n in ctrl) and not any("grid" in n for n in ctrl)
     # the controller records its variant keys resolved: spelling out the default changes nothing,
     # while the paper's controller (train_under_mask alone) is another run
-    assert _stale(run, "controller.train_under_mask=false", "controller.reward=lookahead", "controller.lookahead_steps=4",
-                  "controller.advantage=standardized", "controller.p_star_rule=final")[0] == set()
+    assert _stale(run, "controller.train_under_mask=false", "controller.reward=lookahead", "controller.lookahead_steps=2",
+                  "controller.advantage=standardized", "controller.p_star_rule=final",
+                  "controller.budget_grid_points=3")[0] == set()
     assert _stale(run, "controller.train_under_mask=true")[0] == ctrl
     # the grid's ratios: only the grid-best system (new points are not finished work)
     assert _stale(run, "grid.ratios=[0.3, 0.6, 0.9]")[0] == {n for n in everything if n.startswith("systems/grid_best")}

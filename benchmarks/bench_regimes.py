@@ -292,8 +292,8 @@ def rule_analysis(report: dict[str, Any], variant: str) -> list[dict[str, Any]]:
                 c.history = history[:rounds]
                 for rule in ("final", "best_trial", "fit"):
                     p = c.p_star(rule)
-                    res["rules"][f"{rule}@{rounds}"] = {"p_star": p, "regret": interp(p) - sg["best_val_loss"],
-                                                        "hit": case(seed, p, sg, interp(p))["hit"]}
+                    k = case(seed, p, sg, interp(p))
+                    res["rules"][f"{rule}@{rounds}"] = {"p_star": p, "regret": k["regret"], "hit": k["hit"]}
             out.append(res)
     return out
 

@@ -295,8 +295,7 @@ class GRPOHook:
 
     def on_train_start(self, state: Any) -> None:
         self.mask_state.rezero()  # a resumed run starts from the committed mask
-        if self.max_rounds is not None and self.controller.round >= self.max_rounds:
-            state.stop = True
+        state.stop = state.stop or self._rounds_spent()
 
     def on_optimizer_step(self, state: Any) -> None:
         # Gradients revive committed entries at every step; put the mask back first, so that the
@@ -312,8 +311,11 @@ class GRPOHook:
             append_jsonl(self.history_path, record)
         if getattr(state, "tracker", None) is not None:  # --report-to: rank 0's StageTracker
             state.tracker.log_round(record)
-        if self.max_rounds is not None and self.controller.round >= self.max_rounds:
+        if self._rounds_spent():
             state.stop = True  # every process counts the same rounds, so all stop at this step
+
+    def _rounds_spent(self) -> bool:
+        return self.max_rounds is not None and self.controller.round >= self.max_rounds
 
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"controller": self.controller.state_dict(), "mask_state": self.mask_state.state_dict()}

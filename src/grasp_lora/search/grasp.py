@@ -38,6 +38,7 @@ def run_grasp_search(
     progress: bool = True,
 ) -> dict[str, Any]:
     from grasp_lora import distributed as dist
+    from grasp_lora.controller.budget import round_cap, rounds_within_budget
     from grasp_lora.controller.grpo import GRPOController
     from grasp_lora.controller.hook import (DenseRunLookaheadScorer, DenseRunScorer, GRPOHook, LookaheadScorer,
                                            MaskedModelScorer)
@@ -87,8 +88,6 @@ def run_grasp_search(
         scorer = DenseRunScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
     else:
         scorer = MaskedModelScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
-    from grasp_lora.controller.budget import round_cap, rounds_within_budget
-
     budget_rounds = None if c.budget_grid_points is None else rounds_within_budget(
         c.budget_grid_points, n_train=len(train_set), n_val=len(val_set), epochs=cfg.train.epochs,
         every_k_steps=c.every_k_steps, candidates=c.candidates, micro_dev=len(micro_set),

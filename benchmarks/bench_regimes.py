@@ -241,6 +241,10 @@ def summarize(report: dict[str, Any], variant: str) -> dict[str, Any]:
         out["grid3_hits"] = sum(c["hit"] for c in g3)
         out["mean_regret"] = statistics.fmean(c["regret"] for c in cases)
         out["grid3_mean_regret"] = statistics.fmean(c["regret"] for c in g3)
+        oc = [c for r in regimes if r.get("cases") for c in r.get("optuna_cases", [])]
+        if oc:
+            out["optuna_hits"], out["optuna_cases"] = sum(c["hit"] for c in oc), len(oc)
+            out["optuna_mean_regret"] = statistics.fmean(c["regret"] for c in oc)
     return out
 
 
@@ -257,6 +261,9 @@ def print_board(board: dict[str, Any]) -> None:
     if "cases" in board:
         print(f"\n{board['variant']}: {board['hits']}/{board['cases']} hits, mean regret {board['mean_regret']:.4f}; "
               f"3-point grid {board['grid3_hits']}/{board['cases']}, mean regret {board['grid3_mean_regret']:.4f}")
+        if "optuna_hits" in board:
+            print(f"Optuna at GRASP's budget: {board['optuna_hits']}/{board['optuna_cases']} hits, "
+                  f"mean regret {board['optuna_mean_regret']:.4f}")
 
 
 def rule_analysis(report: dict[str, Any], variant: str) -> list[dict[str, Any]]:
@@ -298,6 +305,41 @@ def rule_analysis(report: dict[str, Any], variant: str) -> list[dict[str, Any]]:
     return out
 
 
+def noise_ceiling(report: dict[str, Any]) -> dict[str, Any]:
+    """How many cases rules that never see the case's own training could hit, from the grids alone.
+
+    A hit is judged against the seed's own 8-point curve, whose neighbouring points differ by up to
+    0.2-0.4 in validation loss from run-to-run noise. `other_seeds_best` knows the two other seeds'
+    whole grids and picks their mean curve's best ratio: the most any rule can learn about a regime's
+    expected curve without training the seed at several ratios (a controller run sees less).
+    `constant_<r>` answers r everywhere; `random` is the expected hits of a grid ratio drawn
+    uniformly. The 3-point grid, by contrast, picks among the seed's own realised runs."""
+    rules: dict[str, list[dict[str, Any]]] = {}
+    for name, entry in report.get("regimes", {}).items():
+        grid = entry.get("grid")
+        if grid is None:
+            continue
+        seeds = grid["seeds"]
+        for seed, sg in seeds.items():
+            others = [o for o in seeds if o != seed]
+            if others:
+                mean = {r: statistics.fmean(loss_at(seeds[o], r) for o in others) for r in grid["ratios"]}
+                p = min(mean, key=mean.get)
+                rules.setdefault("other_seeds_best", []).append(case(seed, p, sg, loss_at(sg, p)) | {"regime": name})
+            for r in grid["ratios"]:
+                rules.setdefault(f"constant_{r:g}", []).append(case(seed, r, sg, loss_at(sg, r)) | {"regime": name})
+            hits = [case(seed, r, sg, loss_at(sg, r))["hit"] for r in grid["ratios"]]
+            rules.setdefault("random", []).append({"hit": statistics.fmean(hits), "regret": statistics.fmean(
+                loss_at(sg, r) - sg["best_val_loss"] for r in grid["ratios"]), "regime": name, "seed": int(seed)})
+    return {rule: {"cases": len(cs), "hits": sum(c["hit"] for c in cs), "mean_regret": statistics.fmean(c["regret"] for c in cs),
+                   "per_case": cs} for rule, cs in rules.items()}
+
+
+def print_noise_ceiling(ceiling: dict[str, Any]) -> None:
+    C.print_table(["rule (never trains the seed)", "cases", "hits", "mean regret"],
+                  [[k, v["cases"], v["hits"], v["mean_regret"]] for k, v in ceiling.items()])
+
+
 def print_rule_analysis(rows: list[dict[str, Any]]) -> None:
     keys = sorted({k for r in rows for k in r["rules"]}, key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
     table = []
@@ -326,6 +368,16 @@ def markdown(board: dict[str, Any]) -> str:
             lines.append(f"| {r['name']} | {c['seed']} | {c['seed_best_ratio']:g} | {c['p_star']:.2f} | {c['regret']:+.3f} | "
                          f"{'yes' if c['hit'] else 'no'} | {g['p_star']:g} | {g['regret']:+.3f} | {'yes' if g['hit'] else 'no'} | "
                          f"{cost:.2f} |")
+    if any(r.get("optuna_cases") for r in board["regimes"]):
+        lines += ["", "| regime | seed | seed's best | Optuna's best ratio | regret | hit | finished trials |",
+                  "|---|---:|---:|---:|---:|---|---:|"]
+        for r in board["regimes"]:
+            for c in r.get("optuna_cases", []):
+                lines.append(f"| {r['name']} | {c['seed']} | {c['seed_best_ratio']:g} | {c['p_star']:.2f} | {c['regret']:+.3f} | "
+                             f"{'yes' if c['hit'] else 'no'} | {c.get('trials')} |")
+    if board.get("noise_ceiling"):
+        lines += ["", "| rule (never trains the seed at several ratios) | hits | mean regret |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v['hits']:g}/{v['cases']} | {v['mean_regret']:+.3f} |" for k, v in board["noise_ceiling"].items()]
     return "\n".join(lines)
 
 
@@ -361,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["regimes"][name] = json.loads(f.read_text())["regime"]
         board = summarize(report, args.variant)
         print_board(board)
+        board["noise_ceiling"] = noise_ceiling(report)
+        print_noise_ceiling(board["noise_ceiling"])
         board["rule_analysis"] = rule_analysis(report, args.variant)
         if board["rule_analysis"]:
             print_rule_analysis(board["rule_analysis"])
@@ -389,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
             if not board or "cases" not in board:
                 raise SystemExit(f"{name}: run --phase grid and --phase controller --variant {args.variant} first")
             rows = entry["controllers"][args.variant]["seeds"].values()
-            budget = statistics.fmean(r["controller_wall_s"] + r["final_wall_s"] for r in rows)
+            # GRASP's CPU seconds per seed (controller + final run): the controllers ran beside other
+            # benchmark processes, so their wall-clock overstates them; run this phase with --threads 1
+            # on an otherwise idle core, where Optuna's wall-clock budget is CPU time.
+            budget = statistics.fmean(r["controller_cpu_s"] + r["final_cpu_s"] for r in rows)
             entry["optuna"] = run_optuna(args, name, budget)
         C.write_report(json.loads(json.dumps(report, default=str)), out)
     return 0

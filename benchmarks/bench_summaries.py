@@ -132,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     C.ignore_scratch(args.work)
-    report = json.loads(args.out.read_text()) if args.out.exists() else {}
-    report.update(C.run_header("bench_summaries", args))
+    header = C.run_header("bench_summaries", args)
     for lang in [x for x in args.langs.split(",") if x]:
         entry = run_language(args, lang)
         if args.longer_budget:
             entry["longer_budget"] = longer_budget(args, lang, args.longer_budget)
         print_language(entry)
+        # Re-read just before writing: one process per language may share the report file.
+        report = json.loads(args.out.read_text()) if args.out.exists() else {}
+        report.update(header)
         report.setdefault("languages", {})[f"{lang}_{args.article_tokens}"] = entry
         C.write_report(json.loads(json.dumps(report, default=str)), args.out)
     return 0

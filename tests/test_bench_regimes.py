@@ -69,3 +69,22 @@ def test_rule_analysis_reads_other_rules_and_round_caps_off_the_histories():
     assert row["rules"]["fit@2"]["p_star"] == pytest.approx(0.5)  # the quadratic's vertex, offsets absorbed
     assert row["rules"]["fit@2"]["regret"] == pytest.approx(0.0) and row["rules"]["fit@2"]["hit"]
     assert row["rules"]["fit@1"]["p_star"] == pytest.approx(0.4)  # never beyond the candidates seen
+
+
+def test_noise_ceiling_picks_from_the_other_seeds_and_counts_constant_and_random_rules():
+    from benchmarks.bench_regimes import noise_ceiling
+
+    # seeds 1 and 2 are best at 0.2; seed 3 is best at 0.8, where the others are poor
+    curves = {"1": [1.2, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6], "2": [1.2, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6],
+              "3": [1.5, 1.4, 1.3, 1.2, 1.1, 1.05, 1.0, 1.3]}
+    grid = {"ratios": GRID, "seeds": {s: seed_grid(c) for s, c in curves.items()}}
+    ceiling = noise_ceiling({"regimes": {"r": {"grid": grid}}})
+    others = {c["seed"]: c for c in ceiling["other_seeds_best"]["per_case"]}
+    # seed 1 learns 0.2 from seeds 2 and 3 (mean curve best at 0.2): a hit; seed 3 learns 0.2: regret 0.4
+    assert others[1]["p_star"] == 0.2 and others[1]["hit"]
+    assert others[3]["p_star"] == 0.2 and not others[3]["hit"] and others[3]["regret"] == pytest.approx(0.4)
+    assert ceiling["other_seeds_best"]["hits"] == 2
+    # 0.2 hits seeds 1 and 2 only; 0.8 hits seed 3 only (regret 0.5 elsewhere)
+    assert ceiling["constant_0.2"]["hits"] == 2 and ceiling["constant_0.8"]["hits"] == 1
+    # seeds 1 and 2: hits at 0.1, 0.2, 0.3 (one step) -> 3/8 each; seed 3: 0.65, 0.8, 0.95 -> 3/8
+    assert ceiling["random"]["hits"] == pytest.approx(3 * 3 / 8)

@@ -88,3 +88,27 @@ def test_noise_ceiling_picks_from_the_other_seeds_and_counts_constant_and_random
     assert ceiling["constant_0.2"]["hits"] == 2 and ceiling["constant_0.8"]["hits"] == 1
     # seeds 1 and 2: hits at 0.1, 0.2, 0.3 (one step) -> 3/8 each; seed 3: 0.65, 0.8, 0.95 -> 3/8
     assert ceiling["random"]["hits"] == pytest.approx(3 * 3 / 8)
+
+
+def test_the_half_fidelity_rule_picks_by_each_grid_points_first_epoch(tmp_path):
+    import json
+
+    from benchmarks.bench_regimes import noise_ceiling
+
+    final = [1.3, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]   # best at 0.2 after two epochs
+    first = [1.9, 1.8, 1.7, 1.6, 1.5, 1.4, 1.2, 1.3]   # but 0.8 looked best after one
+    g = seed_grid(final)
+    for point, half in zip(g["points"], first):
+        folder = tmp_path / f"p{point['ratio']}"
+        (folder / "adapter").mkdir(parents=True)
+        events = [{"event": "step", "step": 1, "loss": 2.0}, {"event": "epoch", "epoch": 1, "val_loss": half},
+                  {"event": "epoch", "epoch": 2, "val_loss": 0.0}]
+        (folder / "train_log.jsonl").write_text("\n".join(json.dumps(e) for e in events))
+        point["adapter"] = str(folder / "adapter")
+    ceiling = noise_ceiling({"regimes": {"r": {"grid": {"ratios": GRID, "seeds": {"42": g}}}}})
+    (c,) = ceiling["grid_after_epoch_1"]["per_case"]
+    assert c["p_star"] == 0.8 and not c["hit"] and c["regret"] == pytest.approx(0.5)
+    # without train logs (a cache cleared) the rule is left out rather than guessed
+    for point in g["points"]:
+        point["adapter"] = str(tmp_path / "gone" / "adapter")
+    assert "grid_after_epoch_1" not in noise_ceiling({"regimes": {"r": {"grid": {"ratios": GRID, "seeds": {"42": g}}}}})

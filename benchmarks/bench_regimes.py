@@ -192,6 +192,15 @@ def loss_at(seed_grid: dict[str, Any], ratio: float) -> float:
     return next(p["val_loss"] for p in seed_grid["points"] if abs(p["ratio"] - ratio) < 1e-9)
 
 
+def mean_curve_regret(grid: dict[str, Any], ratio: float) -> float:
+    """`ratio`'s loss on the regime's mean curve over seeds (linear between grid points) minus the
+    curve's minimum: how far it is from the expected best, with each seed's own noise averaged out."""
+    import numpy as np
+
+    curve = [p["mean_val_loss"] for p in grid["per_ratio"]]
+    return float(np.interp(ratio, [p["ratio"] for p in grid["per_ratio"]], curve)) - min(curve)
+
+
 def case(seed: str, p_star: float, seed_grid: dict[str, Any], val_loss: float) -> dict[str, Any]:
     regret = val_loss - seed_grid["best_val_loss"]
     hit = regret <= REGRET_GOAL + 1e-9 or abs(p_star - seed_grid["best_ratio"]) <= GRID_STEP + 1e-9
@@ -211,12 +220,13 @@ def regime_board(name: str, entry: dict[str, Any], variant: str) -> dict[str, An
     g3 = []
     for seed, sg in grid["seeds"].items():
         r3 = min(GRID3, key=lambda r: loss_at(sg, r))
-        g3.append(case(seed, r3, sg, loss_at(sg, r3)))
+        g3.append(case(seed, r3, sg, loss_at(sg, r3)) | {"mean_curve_regret": mean_curve_regret(grid, r3)})
     out["grid3_cases"] = g3
     if ctrl is not None:
         cases, costs, tests = [], [], []
         for seed, row in ctrl["seeds"].items():
-            cases.append(case(seed, row["p_star"], grid["seeds"][seed], row["val_loss"]))
+            cases.append(case(seed, row["p_star"], grid["seeds"][seed], row["val_loss"])
+                         | {"mean_curve_regret": mean_curve_regret(grid, row["p_star"])})
             costs.append((row["controller_cpu_s"] or 0.0) / point)
             tests.append(first_score(row["test"]))
         out.update(controller_cost_grid_points=max(costs), controller_cost_grid_points_per_seed=costs,
@@ -247,6 +257,8 @@ def summarize(report: dict[str, Any], variant: str) -> dict[str, Any]:
         out["grid3_hits"] = sum(c["hit"] for c in g3)
         out["mean_regret"] = statistics.fmean(c["regret"] for c in cases)
         out["grid3_mean_regret"] = statistics.fmean(c["regret"] for c in g3)
+        out["mean_curve_regret"] = statistics.fmean(c["mean_curve_regret"] for c in cases)
+        out["grid3_mean_curve_regret"] = statistics.fmean(c["mean_curve_regret"] for c in g3)
         oc = [c for r in regimes if r.get("cases") for c in r.get("optuna_cases", [])]
         if oc:
             out["optuna_hits"], out["optuna_cases"] = sum(c["hit"] for c in oc), len(oc)
@@ -267,6 +279,8 @@ def print_board(board: dict[str, Any]) -> None:
     if "cases" in board:
         print(f"\n{board['variant']}: {board['hits']}/{board['cases']} hits, mean regret {board['mean_regret']:.4f}; "
               f"3-point grid {board['grid3_hits']}/{board['cases']}, mean regret {board['grid3_mean_regret']:.4f}")
+        print(f"on the regimes' mean curves: {board['variant']} {board['mean_curve_regret']:.4f}, "
+              f"3-point grid {board['grid3_mean_curve_regret']:.4f}")
         if "optuna_hits" in board:
             print(f"Optuna at GRASP's budget: {board['optuna_hits']}/{board['optuna_cases']} hits, "
                   f"mean regret {board['optuna_mean_regret']:.4f}")

@@ -47,6 +47,8 @@ def test_the_scoreboard_has_the_issues_schema_and_reads_the_3_point_grid_from_th
     assert r["controller_cost_grid_points"] == pytest.approx(3.0)  # the dearer seed: 30 CPU s / 10 per point
     assert [set(c) >= {"seed", "p_star", "seed_best_ratio", "regret", "hit"} for c in r["cases"]] == [True, True]
     assert [(c["p_star"], c["hit"]) for c in r["cases"]] == [(0.48, True), (0.9, False)]
+    # on the mean curve (best 1.01 at 0.5), linear between grid points: 0.48 -> 1.018, 0.9 -> 1.2667
+    assert [c["mean_curve_regret"] for c in r["cases"]] == pytest.approx([0.008, 0.2567], abs=1e-4)
     # the 3-point grid {0.2, 0.5, 0.8}: seed 42 picks 0.5 (its best), seed 7 picks 0.2 (its best)
     assert [(c["p_star"], c["regret"]) for c in r["grid3_cases"]] == [(0.5, 0.0), (0.2, 0.0)]
     assert r["mean_test"] == pytest.approx(40.0) and r["grid_selected_test"] == pytest.approx(40.0)

@@ -74,10 +74,21 @@ def run_language(args, lang: str) -> dict[str, Any]:
             stages[stage] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
     finally:
         exp.release_unit_lock()
-    results = read_json(exp.root / "results.json")
     return {"lang": lang, "article_tokens": args.article_tokens, "stages": stages, "run_dir": str(exp.root),
-            "rows": results["rows"], "runtime": results.get("runtime"), "controllers": results.get("controllers"),
-            "grid": results.get("grid"), "costs": results.get("costs")}
+            **run_tables(exp.root)}
+
+
+def run_tables(run_dir: Path) -> dict[str, Any]:
+    """What the report needs from a finished run folder: the systems table, the grid's curve, the
+    controller's answer, each system's cost and the runtime comparison."""
+    from grasp_lora.io import read_json
+
+    results = read_json(run_dir / "results.json")
+    grid = read_json(run_dir / "grid" / "summary.json") if (run_dir / "grid" / "summary.json").exists() else None
+    return {"rows": results["rows"], "runtime": results.get("runtime"), "controller": results.get("controller"),
+            "costs": results.get("costs"), "stage1_minutes": results.get("stage1_minutes"),
+            "grid": None if grid is None else {"selected_ratio": grid["selected_ratio"], "per_ratio": [
+                {"ratio": p["ratio"], "mean_val_loss": p["mean_val_loss"]} for p in grid["per_ratio"]]}}
 
 
 def longer_budget(args, lang: str, tokens: int) -> dict[str, Any]:
@@ -98,6 +109,42 @@ def longer_budget(args, lang: str, tokens: int) -> dict[str, Any]:
             m = evaluate_adapter(e, adapter, args.work / f"{lang}_{args.article_tokens}" / "budget" / f"{name}_{label}")
             out[name][str(label)] = {**C.headline_metrics(m), "wall_s": time.perf_counter() - wall}
     return out
+
+
+def markdown(entry: dict[str, Any]) -> str:
+    """One language's BENCHMARKS.md tables: systems, the grid's curve and the controller, stage times."""
+    costs = {c["family"]: c for c in entry.get("costs") or []}
+    lines = ["| system | prune % | ROUGE-L | BLEU-4 | BERTScore-F1 | training min | eval min |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in entry["rows"]:
+        ratio = (r.get("ratio") or {}).get("mean")
+        m = [(r["metrics"].get(k) or {}).get("mean") for k in ("rouge_l", "bleu4", "bertscore")]
+        c = costs.get(r["family"], {})
+        cells = ["–" if ratio is None else f"{100 * ratio:.1f}", *["–" if v is None else f"{v:.2f}" for v in m],
+                 f"{c.get('minutes', 0.0):.1f}", f"{c.get('eval_minutes', 0.0):.1f}"]
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    if entry.get("grid"):
+        g = entry["grid"]
+        p_stars = ", ".join(f"{c['p_star']:.3f} (seed {c['seed']}, {c.get('rounds')} rounds)" for c in entry.get("controller") or [])
+        lines += ["", "| prune ratio | " + " | ".join(f"{p['ratio']:g}" for p in g["per_ratio"]) + " |",
+                  "|---|" + "---:|" * len(g["per_ratio"]),
+                  "| validation loss | " + " | ".join(
+                      (f"**{p['mean_val_loss']:.4f}**" if p["ratio"] == g["selected_ratio"] else f"{p['mean_val_loss']:.4f}")
+                      for p in g["per_ratio"]) + " |",
+                  "", f"Grid best {g['selected_ratio']:g}; GRASP's p\\* {p_stars}."]
+    rt = entry.get("runtime") or {}
+    if rt.get("grid") and rt.get("grasp"):
+        lines.append(f"Grid search {rt['grid']['minutes']:.1f} min ({rt['grid']['runs']} runs) against GRASP "
+                     f"{rt['grasp']['minutes']:.1f} min (controller + final run): speed-up {rt['speedup']:.2f}×.")
+    lines += ["", "| stage | wall s | CPU s |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['wall_s']:.0f} | {v['cpu_s']:.0f} |" for k, v in entry["stages"].items()]
+    if entry.get("longer_budget"):
+        lines += ["", "| system | article tokens | ROUGE-L | BLEU-4 | BERTScore-F1 | eval wall s |", "|---|---:|---:|---:|---:|---:|"]
+        for name, by_budget in entry["longer_budget"].items():
+            for tokens, m in by_budget.items():
+                lines.append(f"| {name} | {tokens} | {m.get('rouge_l', float('nan')):.2f} | {m.get('bleu4', float('nan')):.2f} | "
+                             f"{m.get('bertscore_f1', float('nan')):.2f} | {m['wall_s']:.0f} |")
+    return "\n".join(lines)
 
 
 def print_language(entry: dict[str, Any]) -> None:
@@ -124,8 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=C.RESULTS_DIR / "bench_summaries.json")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--summarize", action="store_true",
+                    help="run nothing: re-read the run folders named in --out and print BENCHMARKS.md's tables")
     args = ap.parse_args(argv)
     args.seeds = [int(x) for x in args.seeds.split(",") if x]
+    if args.summarize:
+        report = json.loads(args.out.read_text())
+        for key, entry in report.get("languages", {}).items():
+            entry.update(run_tables(Path(entry["run_dir"])))
+            print(f"\n### en -> {entry['lang']} (articles cut at {entry['article_tokens']} tokens)\n\n{markdown(entry)}")
+        C.write_report(json.loads(json.dumps(report, default=str)), args.out)
+        return 0
     if args.threads:
         import torch
 

@@ -143,7 +143,7 @@ def markdown(entry: dict[str, Any]) -> str:
         for name, by_budget in entry["longer_budget"].items():
             for tokens, m in by_budget.items():
                 lines.append(f"| {name} | {tokens} | {m.get('rouge_l', float('nan')):.2f} | {m.get('bleu4', float('nan')):.2f} | "
-                             f"{m.get('bertscore_f1', float('nan')):.2f} | {m['wall_s']:.0f} |")
+                             f"{m.get('bertscore', m.get('bertscore_f1', float('nan'))):.2f} | {m['wall_s']:.0f} |")
     return "\n".join(lines)
 
 

@@ -33,11 +33,12 @@ def test_run_tables_reads_the_grid_and_controller_from_the_run_folder(tmp_path):
 def test_markdown_has_the_systems_the_grid_curve_and_the_stage_times(tmp_path):
     entry = {**run_tables(fake_run(tmp_path)), "stages": {"prepare": {"wall_s": 3.2, "cpu_s": 2.9}},
              "longer_budget": {"grasp": {"256": {"rouge_l": 12.5, "bleu4": 1.25, "bertscore_f1": 70.0, "wall_s": 40.0},
-                                         "512": {"rouge_l": 13.0, "bleu4": 1.5, "bertscore_f1": 71.0, "wall_s": 70.0}}}}
+                                         "512": {"rouge_l": 13.0, "bleu4": 1.5, "bertscore": 71.0, "wall_s": 70.0}}}}
     md = markdown(entry)
     assert "| zero-shot | – | 5.00 | 0.50 | 60.00 | 0.0 | 0.0 |" in md
     assert "| GRASP | 43.2 | 12.50 | 1.25 | 70.00 | 12.0 | 2.0 |" in md
     assert "| validation loss | **2.5000** | 2.7500 |" in md
     assert "GRASP's p\\* 0.432 (seed 42, 3 rounds)" in md and "speed-up 2.00×" in md
     assert "| prepare | 3 | 3 |" in md
-    assert "| grasp | 512 | 13.00 | 1.50 | 71.00 | 70 |" in md
+    assert "| grasp | 512 | 13.00 | 1.50 | 71.00 | 70 |" in md  # metrics.json's own key
+    assert "| grasp | 256 | 12.50 | 1.25 | 70.00 | 40 |" in md    # headline_metrics' key

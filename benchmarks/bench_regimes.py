@@ -349,29 +349,27 @@ def noise_ceiling(report: dict[str, Any]) -> dict[str, Any]:
                 mean = {r: statistics.fmean(loss_at(seeds[o], r) for o in others) for r in grid["ratios"]}
                 p = min(mean, key=mean.get)
                 rules.setdefault("other_seeds_best", []).append(case(seed, p, sg, loss_at(sg, p)) | {"regime": name})
-            for r in grid["ratios"]:
-                rules.setdefault(f"constant_{r:g}", []).append(case(seed, r, sg, loss_at(sg, r)) | {"regime": name})
+            at = {r: case(seed, r, sg, loss_at(sg, r)) | {"regime": name} for r in grid["ratios"]}
+            for r, k in at.items():
+                rules.setdefault(f"constant_{r:g}", []).append(k)
+            rules.setdefault("random", []).append({"hit": statistics.fmean(k["hit"] for k in at.values()), "regret": statistics.fmean(
+                k["regret"] for k in at.values()), "regime": name, "seed": int(seed)})
             half = {p["ratio"]: v for p in sg["points"] if (v := first_epoch_val_loss(p)) is not None}
             if len(half) == len(sg["points"]):
-                p = min(half, key=half.get)
-                rules.setdefault("grid_after_epoch_1", []).append(case(seed, p, sg, loss_at(sg, p)) | {"regime": name})
-            hits = [case(seed, r, sg, loss_at(sg, r))["hit"] for r in grid["ratios"]]
-            rules.setdefault("random", []).append({"hit": statistics.fmean(hits), "regret": statistics.fmean(
-                loss_at(sg, r) - sg["best_val_loss"] for r in grid["ratios"]), "regime": name, "seed": int(seed)})
+                rules.setdefault("grid_after_epoch_1", []).append(at[min(half, key=half.get)])
     return {rule: {"cases": len(cs), "hits": sum(c["hit"] for c in cs), "mean_regret": statistics.fmean(c["regret"] for c in cs),
                    "per_case": cs} for rule, cs in rules.items()}
 
 
 def first_epoch_val_loss(point: dict[str, Any]) -> float | None:
     """A grid point's validation loss after its first epoch, from its train log next to the adapter."""
-    log = Path(point.get("adapter") or "").parent / "train_log.jsonl"
+    from grasp_lora.io import read_jsonl
+    from grasp_lora.training.adapters import TRAIN_LOG
+
+    log = Path(point.get("adapter") or "").parent / TRAIN_LOG
     if not point.get("adapter") or not log.is_file():
         return None
-    for line in log.read_text().splitlines():
-        event = json.loads(line)
-        if event.get("event") == "epoch" and event.get("epoch") == 1:
-            return event.get("val_loss")
-    return None
+    return next((e.get("val_loss") for e in read_jsonl(log) if e.get("event") == "epoch" and e.get("epoch") == 1), None)
 
 
 def print_noise_ceiling(ceiling: dict[str, Any]) -> None:

@@ -84,7 +84,8 @@ def run_tables(run_dir: Path) -> dict[str, Any]:
     from grasp_lora.io import read_json
 
     results = read_json(run_dir / "results.json")
-    grid = read_json(run_dir / "grid" / "summary.json") if (run_dir / "grid" / "summary.json").exists() else None
+    summary = run_dir / "grid" / "summary.json"  # RunLayout.grid_summary_path (no config at hand here)
+    grid = read_json(summary) if summary.exists() else None
     return {"rows": results["rows"], "runtime": results.get("runtime"), "controller": results.get("controller"),
             "costs": results.get("costs"), "stage1_minutes": results.get("stage1_minutes"),
             "grid": None if grid is None else {"selected_ratio": grid["selected_ratio"], "per_ratio": [

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if a not in ABLATIONS:
             ap.error(f"--ablations: unknown {a!r} (known: {', '.join(ABLATIONS)})")
 
-    from grasp_lora.config import config_hash
+    from grasp_lora.config import config_hash, with_variant
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     cfg = C.build_config(args, [f"pipeline.seeds=[{', '.join(map(str, seeds))}]", "pipeline.baselines=[]",
@@ -173,13 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     report.update(model=args.model, recipe=args.recipe, seeds=seeds, scratch=str(parent.root), folder=str(root),
                   config=cfg.to_dict(), ablations=wanted)
 
-    ctl_fixed = replace(cfg, controller=replace(cfg.controller, fidelity="fixed", p_star_rule=None))
+    # the paper's controller (fidelity fixed), as the ablations were measured, whatever the package default
+    ctl_fixed = replace(cfg, controller=with_variant(cfg.controller, "paper"))
     results: dict[str, dict[int, dict[str, Any]]] = {}
     print("== fidelity fixed (the default; base of every ablation)")
     results["fixed"] = controller_variant(parent, ctl_fixed, root / "fixed", seeds, evaluate)
     if "fidelity" in wanted:
         print("== fidelity authors")
-        authors = replace(cfg, controller=replace(cfg.controller, fidelity="authors", p_star_rule=None))
+        authors = replace(cfg, controller=with_variant(cfg.controller, "authors"))
         results["authors"] = controller_variant(parent, authors, root / "authors", seeds, evaluate)
     if "scaling" in wanted:
         other = "lora" if cfg.merge.scaling == "none" else "none"

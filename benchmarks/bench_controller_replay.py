@@ -39,25 +39,32 @@ from grasp_lora.controller import grpo
 from grasp_lora.controller.grpo import GRPOController
 from grasp_lora.io import read_jsonl
 
-# Variants screened by replay: overrides of ControllerConfig on top of the recipe's controller with
-# train_under_mask false (the probe's trajectory is only theirs; its default advantage is
-# standardized). The replayed controller only sees the table, so the reward is the table's: on an
-# immediate table `dense_run` and `dense_run_std` are the harness variants of the same names, on a
-# 20-step lookahead table `dense_run_std` is `dense_ahead20_std` (the default controller); the
-# replay checks both against their real runs (`real_runs`).
-REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
-    "dense_run": {"advantage": "centered"},
-    "dense_run_std": {"advantage": "standardized"},
-    "std_lr0.02": {"advantage": "standardized", "policy_lr": 0.02},
-    "std_lr0.01": {"advantage": "standardized", "policy_lr": 0.01},
-    "std_lr0.005": {"advantage": "standardized", "policy_lr": 0.005},
-    "std_lr0.01_c6": {"advantage": "standardized", "policy_lr": 0.01, "candidates": 6},
-    "std_lr0.02_c6": {"advantage": "standardized", "policy_lr": 0.02, "candidates": 6},
-    "centered_c6": {"advantage": "centered", "candidates": 6},
-    "std_lr0.01_step0.2": {"advantage": "standardized", "policy_lr": 0.01, "max_step": 0.2},
-    "dense_run_best_trial": {"advantage": "centered", "p_star_rule": "best_trial"},
-    "std_best_trial": {"advantage": "standardized", "p_star_rule": "best_trial"},
+# Variants screened by replay: a package variant plus overrides of its ControllerConfig, on top of
+# the harness's recipe. The replayed controller only sees the table, so the reward is the table's:
+# on an immediate table `dense_run` and `dense_run_std` are the harness variants of the same names;
+# on a 20-step lookahead table `dense_run_std` is `dense_ahead20_std`; the replay checks both
+# against their real runs (`real_runs`). Only the policy's keys matter to a replay.
+REPLAY_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dense_run": ("dense", {"advantage": "centered"}),
+    "dense_run_std": ("dense", {}),
+    "std_lr0.02": ("dense", {"policy_lr": 0.02}),
+    "std_lr0.01": ("dense", {"policy_lr": 0.01}),
+    "std_lr0.005": ("dense", {"policy_lr": 0.005}),
+    "std_lr0.01_c6": ("dense", {"policy_lr": 0.01, "candidates": 6}),
+    "std_lr0.02_c6": ("dense", {"policy_lr": 0.02, "candidates": 6}),
+    "centered_c6": ("dense", {"advantage": "centered", "candidates": 6}),
+    "std_lr0.01_step0.2": ("dense", {"policy_lr": 0.01, "max_step": 0.2}),
+    "dense_run_best_trial": ("dense", {"advantage": "centered", "p_star_rule": "best_trial"}),
+    "std_best_trial": ("dense", {"p_star_rule": "best_trial"}),
 }
+
+
+def replay_config(ccfg, name: str):
+    """The ControllerConfig replay variant `name` names, from the recipe's controller `ccfg`."""
+    from grasp_lora.config import with_variant
+
+    variant, overrides = REPLAY_VARIANTS[name]
+    return with_variant(ccfg, variant, **overrides)
 
 
 class ProbeController(GRPOController):
@@ -100,12 +107,11 @@ def table_dir(work: Path, lang: str, reward: str, lookahead_steps: int = 5) -> P
 def probe(args, lang: str, files) -> Path:
     """The probe run. With `--reward lookahead` every probed loss (the dense one included) is taken
     after `controller.lookahead_steps` steps under its mask from the round's dense weights, as
-    `DenseRunLookaheadScorer` does (it restores weights and optimizer state); the probe never commits,
+    the dense run's lookahead reward does (`controller.scorers`: it restores weights and optimizer state); the probe never commits,
     so the run trains dense and every round starts from the same weights whatever a controller does."""
     parent = R.base_experiment(args, lang, files)
     extra = (R.VARIANTS["dense_run"] if args.reward == "immediate"
-             else ["controller.train_under_mask=false", f"controller.reward={args.reward}",
-                   f"controller.lookahead_steps={args.lookahead_steps}"])
+             else ["controller.variant=dense_lookahead", f"controller.lookahead_steps={args.lookahead_steps}"])
     cfg = R.lang_config(args, lang, files, args.seeds, extra)
     exp = C.child_experiment(parent, cfg, table_dir(args.work, lang, args.reward, args.lookahead_steps), fresh=False)
     with probing(args.probe_ratios):
@@ -178,7 +184,7 @@ def check_table(lang: str, table: list[dict[str, Any]], work: Path, ccfg, runs: 
             scorer.round = rec["round"] - 1
             spreads.append(max(rec["losses"]) - min(rec["losses"]))
             errors += [abs(scorer.candidate_loss(r) - x) for r, x in zip(rec["candidates"], rec["losses"])]
-        variant_cfg = replace(ccfg, **REPLAY_VARIANTS[variant])
+        variant_cfg = replay_config(ccfg, variant)
         p_replayed, _ = replay(table[: len(history)], variant_cfg, seed)
         result = json.loads((hist_path.parent / "result.json").read_text()) if (hist_path.parent / "result.json").exists() else {}
         out[folder] = {"round1_dense_loss_real": history[0]["L0"], "round1_dense_loss_table": table[0]["dense_loss"],
@@ -193,7 +199,7 @@ def screen(tables: dict[str, list[dict[str, Any]]], grids: dict[str, dict[str, A
     """Per variant and language: p* over controller seeds, and the issue's hit rule per training seed."""
     rows = []
     for name in variants:
-        vcfg = replace(ccfg, **REPLAY_VARIANTS[name])
+        vcfg = replay_config(ccfg, name)
         for lang, table in tables.items():
             grid = grids.get(lang)
             by_seed = {s: replay(table, vcfg, s)[0] for s in {*seeds, 42}}  # 42: the harness's controller seed
@@ -264,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from grasp_lora.config import load_config
 
-    ccfg = load_config(R.RECIPE, ["controller.train_under_mask=false"]).controller
+    ccfg = load_config(R.RECIPE, ["controller.variant=dense"]).controller
     tables = {lang: read_jsonl(table_dir(args.work, lang, args.reward, args.lookahead_steps) / "grasp" / "history.jsonl")
               for lang in args.langs}
     # per language, the grid with the most seeds among the files (the harness's own merge)

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from grasp_lora.controller.hook import LookaheadScorer, MaskedModelScorer
+    from grasp_lora.controller.scorers import build_scorer
     from grasp_lora.io import manifest_complete, read_json
-    from grasp_lora.config import controller_config
+    from grasp_lora.config import controller_config, with_variant
     from grasp_lora.pruning.state import MaskState
     from grasp_lora.search.grid import point_dir
     from grasp_lora.training.finetune import setup_merged_training
@@ -87,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     ms = MaskState(groups)
     evaluate = micro_dev_loss_fn(model, micro_set, c.score_batch_size)
     rewards: dict[str, dict[float, float]] = {}
-    immediate = MaskedModelScorer(ms, evaluate, lambda: ref["optimizer"])
+    immediate = build_scorer(with_variant(c, "dense"), ms, evaluate, lambda: ref["optimizer"])
     dense = immediate.committed_loss()
     immediate.refresh_importance()
     rewards["immediate"] = {r: dense - immediate.candidate_loss(r) for r in ratios}
     for n in [int(x) for x in args.lookahead.split(",") if x]:
-        scorer = LookaheadScorer(ms, evaluate, lambda: ref["optimizer"], model=model, train_set=train_set,
-                                 steps=n, seed=c.seed, targets_only=cfg.train.targets_only_head)
+        scorer = build_scorer(with_variant(c, "dense_lookahead", lookahead_steps=n), ms, evaluate,
+                              lambda: ref["optimizer"], model=model, train_set=train_set,
+                              targets_only=cfg.train.targets_only_head)
         base = scorer.committed_loss()  # dense, trained n steps (draws the examples every ratio uses)
         scorer.refresh_importance()
         rewards[f"lookahead_{n}"] = {r: base - scorer.candidate_loss(r) for r in ratios}

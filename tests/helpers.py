@@ -19,6 +19,7 @@ TINY_OVERRIDES = [
     "train.patience=2",
     "train.eval_batch_size=4",
     "controller.every_k_steps=2",
+    "controller.lookahead_steps=2",  # the default controller's lookahead is K steps
     "controller.micro_dev_size=3",
     "grid.ratios=[0.3, 0.6]",
     "generation.batch_size=4",

@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from benchmarks.bench_controller_replay import (REPLAY_VARIANTS, ProbeController, TableScorer, goal_rate,
-                                                grid_val_loss, probing, replay)
+from benchmarks.bench_controller_replay import (ProbeController, TableScorer, goal_rate, grid_val_loss, probing,
+                                                replay, replay_config)
 from benchmarks.bench_real_data import RECIPE
 from grasp_lora.config import load_config
 from grasp_lora.controller import grpo
@@ -49,7 +49,7 @@ def test_replay_on_a_table_is_the_live_controller_when_losses_are_those_of_the_t
     rounds = 8
     dense = list(1.0 + 0.1 * rng.random(rounds))
     grid_losses = [list(d + 0.2 * rng.standard_normal(len(RATIOS))) for d in dense]
-    cfg = replace(load_config(RECIPE, ["controller.train_under_mask=false"]).controller, **REPLAY_VARIANTS[variant])
+    cfg = replay_config(load_config(RECIPE, []).controller, variant)
     live = GRPOController(replace(cfg, seed=3))
     scorer = PiecewiseLinearScorer(dense, grid_losses)
     for t in range(rounds):

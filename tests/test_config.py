@@ -29,7 +29,7 @@ def test_paper_recipes_carry_spec_numbers(stem):
     c = cfg.controller
     assert (c.p_min, c.p_max, c.p_init, c.every_k_steps, c.candidates, c.micro_dev_size) == (0.1, 0.8, 0.4, 10, 3, 16)
     assert (c.policy_lr, c.kl_coef, c.entropy_bonus, c.max_step, c.seed) == (0.05, 0.05, 0.01, 0.1, 42)
-    assert c.grad_accum == 1 and c.fidelity == "fixed" and c.resolved_p_star_rule() == "final"
+    assert c.grad_accum == 1 and c.fidelity == "fixed" and c.p_star_rule == "final"
     assert cfg.merge.scaling == "none"
     assert cfg.prune.importance_inputs == "train_forward"
     assert cfg.grid.ratios == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
@@ -133,12 +133,12 @@ def test_parse_override_yaml_scalars():
 
 
 def test_config_round_trips_through_yaml(tmp_path):
-    cfg = load_config(None, ["controller.fidelity=authors", "data.target_sizes.train=7"])
+    cfg = load_config(None, ["controller.variant=authors", "data.target_sizes.train=7"])
     p = tmp_path / "c.yaml"
     p.write_text(cfg.to_yaml())
     again = load_config(p)
     assert again == cfg
-    assert again.controller.resolved_p_star_rule() == "best_trial"
+    assert again.controller.p_star_rule == "best_trial"
 
 
 def test_target_modules_that_do_not_read_the_layer_input_are_refused_in_one_line():

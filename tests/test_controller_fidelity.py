@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,7 +17,25 @@ from torch import nn
 
 from grasp_lora.config import ConfigError, ControllerConfig, load_config
 from grasp_lora.controller.grpo import GRPOController, policy_update
-from grasp_lora.controller.hook import DenseRunLookaheadScorer, DenseRunScorer, LookaheadScorer, MaskedModelScorer
+from grasp_lora.controller.scorers import (ControllerScorer, DenseRunMasks, ImmediateLoss, LookaheadLoss,
+                                           MaskedRunMasks)
+
+
+# The four scorers of the paper's and our controllers: which weights a mask is cut from x how it is scored.
+def MaskedModelScorer(ms, evaluate, optimizer, **kw):
+    return ControllerScorer(MaskedRunMasks(ms, optimizer, **kw), ImmediateLoss(ms, evaluate))
+
+
+def DenseRunScorer(ms, evaluate, optimizer, **kw):
+    return ControllerScorer(DenseRunMasks(ms, optimizer, **kw), ImmediateLoss(ms, evaluate))
+
+
+def LookaheadScorer(ms, evaluate, optimizer, **kw):
+    return ControllerScorer(MaskedRunMasks(ms, optimizer), LookaheadLoss(ms, evaluate, optimizer, **kw))
+
+
+def DenseRunLookaheadScorer(ms, evaluate, optimizer, **kw):
+    return ControllerScorer(DenseRunMasks(ms, optimizer), LookaheadLoss(ms, evaluate, optimizer, **kw))
 from grasp_lora.pruning.groups import FactorGroup
 from grasp_lora.pruning.masks import committed_first, prune_order
 from grasp_lora.pruning.state import MaskState
@@ -92,7 +111,7 @@ def test_fixed_release_brings_back_the_largest_stashed_magnitudes():
         seen["A"] = A.detach().clone()
         return 0.0
 
-    scorer.evaluate_loss = probe
+    scorer.loss.evaluate_loss = probe
     scorer.candidate_loss(0.25)  # 2 of A's 4 committed entries come back: the largest stashed, 0.7 and 0.5
     a = seen["A"]
     assert a[0, 0] == 0.5 and a[1, 2] == 0.7  # released with their stashed values
@@ -124,7 +143,7 @@ def test_candidates_at_or_above_the_committed_ratio_keep_the_committed_mask_unde
         A.mul_(0.01)
     ms.rezero()
     scorer.refresh_importance()
-    masks = scorer._masks(0.75)
+    masks = scorer.masks.at(0.75)
     assert all(bool((m | ~c).all()) for m, c in zip(masks, ms.masks))
 
 
@@ -150,42 +169,30 @@ def test_config_variants_and_refusals():
     assert (cfg.controller.advantage, cfg.controller.reward, cfg.controller.lookahead_steps) == ("standardized", "lookahead", 3)
     with pytest.raises(ConfigError, match="controller.reward"):
         load_config(None, ["controller.reward=trained"])
-    with pytest.raises(ConfigError, match="fidelity"):
-        load_config(None, ["controller.fidelity=authors", "controller.reward=lookahead"])
-    assert load_config(None, ["controller.train_under_mask=false"]).controller.train_under_mask is False
-    # Every variant key resolves from how the run trains: the default controller is the dense run
-    # with the lookahead reward (K steps, within a budget) and standardized advantages;
-    # train_under_mask true (or fidelity authors) alone gives the paper's controller back (whose
-    # lookahead_steps, unused, resolves to 2 K); explicit values win.
-    def resolved(*overrides):
-        c = load_config(None, list(overrides)).controller
-        return (c.resolved_train_under_mask(), c.resolved_reward(), c.resolved_lookahead_steps(), c.resolved_advantage())
-
+    with pytest.raises(ConfigError, match="fidelity"):  # the default preset's lookahead is not the scripts'
+        load_config(None, ["controller.fidelity=authors"])
+    assert load_config(None, ["controller.variant=authors"]).controller.fidelity == "authors"
+    # every controller key holds the value the run uses; the defaults are the default preset's
     default = load_config(None, []).controller
-    assert (default.train_under_mask, default.reward, default.lookahead_steps, default.advantage) == (None,) * 4
-    k = default.every_k_steps
-    assert resolved() == (False, "lookahead", k, "standardized")
-    assert resolved("controller.every_k_steps=7") == (False, "lookahead", 7, "standardized")
-    assert resolved("controller.train_under_mask=true") == (True, "immediate", 2 * k, "centered")
-    assert resolved("controller.fidelity=authors") == (True, "immediate", 2 * k, "centered")
-    assert resolved("controller.reward=immediate") == (False, "immediate", k, "standardized")
-    assert resolved("controller.reward=lookahead") == (False, "lookahead", k, "standardized")
-    assert resolved("controller.variant=masked_lookahead", "controller.lookahead_steps=5") == (True, "lookahead", 5, "centered")
-    assert resolved("controller.train_under_mask=false", "controller.advantage=centered")[3] == "centered"
-    assert resolved("controller.train_under_mask=true", "controller.advantage=standardized")[3] == "standardized"
+    assert (default.variant, default.train_under_mask, default.reward, default.lookahead_steps, default.advantage,
+            default.p_star_rule, default.budget_grid_points) == (
+        "dense_lookahead_budget", False, "lookahead", 10, "standardized", "final", 3.0)
+    # explicit keys override the preset, one by one; every combination of the two scorer choices runs
+    c = load_config(None, ["controller.train_under_mask=true"]).controller
+    assert (c.variant, c.train_under_mask, c.reward, c.advantage) == ("dense_lookahead_budget", True, "lookahead",
+                                                                      "standardized")
+    c = load_config(None, ["controller.variant=paper", "controller.advantage=standardized"]).controller
+    assert (c.train_under_mask, c.reward, c.advantage) == (True, "immediate", "standardized")
+    # lookahead_steps is a number of its own: it no longer follows every_k_steps
+    assert load_config(None, ["controller.every_k_steps=7"]).controller.lookahead_steps == 10
     with pytest.raises(ConfigError, match="controller.lookahead_steps"):
         load_config(None, ["controller.lookahead_steps=0"])
-    # resolved() is what a controller run records: no null left, and a resolved config resolves to itself
-    r = default.resolved()
-    assert (r.train_under_mask, r.reward, r.lookahead_steps, r.advantage, r.p_star_rule, r.budget_grid_points) == (
-        False, "lookahead", k, "standardized", "final", 3.0)
-    assert r.resolved() == r
     with pytest.raises(ConfigError, match="fidelity"):
-        load_config(None, ["controller.fidelity=authors", "controller.advantage=standardized"])
+        load_config(None, ["controller.variant=authors", "controller.advantage=standardized"])
     with pytest.raises(ConfigError, match="controller.advantage"):
         load_config(None, ["controller.advantage=ranked"])
     with pytest.raises(ConfigError, match="fidelity"):
-        load_config(None, ["controller.fidelity=authors", "controller.train_under_mask=false"])
+        load_config(None, ["controller.variant=authors", "controller.train_under_mask=false"])
     with pytest.raises(ConfigError, match="grid.select_by: only val_loss"):
         load_config(None, ["grid.select_by=val_metric"])
 
@@ -246,7 +253,7 @@ def test_lookahead_scorer_trains_then_restores_weights_and_optimizer_exactly():
     assert all(torch.equal(b, p.detach()) for b, p in zip(before_w, ms.factors))
     assert all(torch.equal(before_opt[k], v) for k, v in opt.state[model.A].items())
     # the same round's examples for every candidate: scoring the committed mask again gives L0 again
-    assert scorer._trained_loss(ms.masks) == pytest.approx(l0)
+    assert scorer.loss.trained_loss(ms.masks) == pytest.approx(l0)
     with pytest.raises(ValueError, match="lookahead"):
         LookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=[], steps=2, seed=0)
 
@@ -270,14 +277,14 @@ def test_dense_run_lookahead_scorer_trains_each_mask_from_the_dense_weights_and_
     # next round: L0 is p_c's mask cut from the current dense weights, trained under, then scored;
     # the round's examples advance for both scorers alike
     l0_next = dense_ahead.committed_loss()
-    masked_ahead._round_examples = masked_ahead._next_examples()
-    assert l0_next == pytest.approx(masked_ahead._trained_loss(masked_ahead._masks(0.5)))
-    ranked = dense_ahead.refreshes
+    masked_ahead.loss.start_round()
+    assert l0_next == pytest.approx(masked_ahead.loss.trained_loss(masked_ahead.masks.at(0.5)))
+    ranked = dense_ahead.masks.refreshes
     dense_ahead.refresh_importance()  # the ranking L0 just made is reused by the round
-    assert dense_ahead.refreshes == ranked
+    assert dense_ahead.masks.refreshes == ranked
     again = DenseRunLookaheadScorer(ms, micro_loss, lambda: opt, model=model, train_set=train, steps=2, seed=0)
     again.load_state_dict(dense_ahead.state_dict())
-    assert again.committed_ratio == 0.5 and again._cursor == dense_ahead._cursor
+    assert again.masks.committed_ratio == 0.5 and again.loss._cursor == dense_ahead.loss._cursor
 
 
 def test_dense_run_scorer_commits_a_ratio_not_a_mask():
@@ -300,60 +307,58 @@ def test_dense_run_scorer_commits_a_ratio_not_a_mask():
     ms.rezero()
     assert all(torch.equal(a, b) for a, b in zip(dense, weights()))
     # after the commit, L0 is the committed ratio's mask cut from (and scored on) the current weights
-    ranked = scorer.refreshes
+    ranked = scorer.masks.refreshes
     assert scorer.committed_loss() == pytest.approx(l_half)
     scorer.refresh_importance()  # the controller's step 2 reuses the ranking L0 just made
-    assert scorer.refreshes == ranked + 1
+    assert scorer.masks.refreshes == ranked + 1
     with torch.no_grad():
         A[0, 2] = 5.0  # training moved a small entry: the ratio's mask is recomputed, not replayed
     # A now keeps 5.0, 3.0, 2.0, 1.5 (its 0.1 grew to 5.0 and pushed 1.0 out); B keeps 3.8 as before
     assert scorer.committed_loss() == pytest.approx(11.5 + 3.8)
     assert all(torch.equal(a, b) for a, b in zip([p.detach() for p in ms.factors], weights()))
     state = scorer.state_dict()
-    again = DenseRunScorer(ms, scorer.evaluate_loss, lambda: None)
+    again = DenseRunScorer(ms, scorer.loss.evaluate_loss, lambda: None)
     again.load_state_dict(state)
-    assert again.committed_ratio == 0.5 and again.committed_loss() == pytest.approx(scorer.committed_loss())
+    assert again.masks.committed_ratio == 0.5 and again.committed_loss() == pytest.approx(scorer.committed_loss())
 
 
 @pytest.mark.parametrize("name", ["paper", "authors", "dense", "dense_lookahead", "masked_lookahead",
                                   "dense_lookahead_budget"])
-def test_each_named_variant_expands_to_its_keys_and_explicit_keys_win(name):
-    from grasp_lora.config import CONTROLLER_VARIANTS
+def test_each_named_variant_sets_its_keys_and_explicit_keys_win(name):
+    from grasp_lora.config import with_variant
+    from grasp_lora.controller.variants import PRESET_KEYS, VARIANTS
 
+    preset = VARIANTS[name]
     c = load_config(None, [f"controller.variant={name}", "controller.every_k_steps=7"]).controller
-    table = CONTROLLER_VARIANTS[name]
-    assert (c.resolved_train_under_mask(), c.resolved_reward(), c.resolved_advantage()) == (
-        table["train_under_mask"], table["reward"], table["advantage"])
-    assert c.fidelity == table.get("fidelity", "fixed")
-    assert c.resolved_p_star_rule() == table.get("p_star_rule", "best_trial" if name == "authors" else "final")
-    assert c.resolved_budget_grid_points() == table.get("budget_grid_points")
-    if table["reward"] == "lookahead":  # a multiple of K: 2 K unless the variant says otherwise
-        assert c.resolved_lookahead_steps() == round(7 * table.get("lookahead_per_k", 2))
-    if name == "dense_lookahead_budget":  # the budget and the lookahead are keys like the others
-        assert c.resolved().budget_grid_points == 3.0 and c.resolved().lookahead_steps == 7
-        explicit = load_config(None, [f"controller.variant={name}", "controller.budget_grid_points=5",
-                                      "controller.lookahead_steps=3"]).controller
-        assert (explicit.resolved_budget_grid_points(), explicit.resolved_lookahead_steps()) == (5, 3)
-    if name != "authors":  # the released scripts' controller takes no variant key (fidelity's check)
-        flipped = "standardized" if table["advantage"] == "centered" else "centered"
+    assert {k: getattr(c, k) for k in PRESET_KEYS} == {k: getattr(preset, k) for k in PRESET_KEYS}
+    assert c.every_k_steps == 7 and c.lookahead_steps == preset.lookahead_steps  # K does not move the lookahead
+    # an explicit key wins over the preset, on the command line or in Python, in either order
+    explicit = load_config(None, ["controller.budget_grid_points=5", f"controller.variant={name}",
+                                  "controller.p_star_rule=fit"]).controller
+    assert (explicit.budget_grid_points, explicit.p_star_rule, explicit.variant) == (5, "fit", name)
+    assert with_variant(load_config(None, []).controller, name, p_star_rule="fit") == replace(
+        load_config(None, [f"controller.variant={name}"]).controller, p_star_rule="fit")
+    if name != "authors":  # the released scripts' controller takes no other advantage (fidelity's check)
+        flipped = "standardized" if preset.advantage == "centered" else "centered"
         assert load_config(None, [f"controller.variant={name}", f"controller.advantage={flipped}"]).controller \
-            .resolved_advantage() == flipped
+            .advantage == flipped
 
 
-def test_the_variant_follows_from_how_the_run_trains_when_unnamed():
-    resolved = lambda *o: load_config(None, list(o)).controller.resolved_variant()  # noqa: E731
-    assert resolved() == "dense_lookahead_budget"
-    assert resolved("controller.train_under_mask=true") == "paper"
-    assert resolved("controller.fidelity=authors") == "authors"
-    assert resolved("controller.reward=immediate") == "dense_lookahead_budget"  # named by the run; the reward overrides
+def test_the_default_preset_is_the_plain_defaults():
+    from grasp_lora.config import ControllerConfig
+    from grasp_lora.controller.variants import DEFAULT_VARIANT, PRESET_KEYS, preset_values
+
+    plain = ControllerConfig()
+    assert plain.variant == DEFAULT_VARIANT
+    assert {k: getattr(plain, k) for k in PRESET_KEYS} == preset_values(DEFAULT_VARIANT)
 
 
 def test_combinations_that_mean_nothing_are_refused_in_one_line():
     cases = {
         ("controller.variant=fast",): "controller.variant: expected one of paper, authors, dense",
-        ("controller.reward=immediate", "controller.lookahead_steps=4"): "controller.lookahead_steps: only the lookahead",
-        ("controller.variant=paper", "controller.lookahead_steps=4"): "controller.lookahead_steps: only the lookahead",
-        ("controller.train_under_mask=true", "controller.reward=lookahead"): "controller.variant=masked_lookahead",
+        ("controller.reward=null",): "controller.reward",
+        ("controller.variant=null",): "controller.variant",
+        ("controller.fidelity=authors",): "controller.fidelity: authors reproduces the released scripts",
     }
     for overrides, expected in cases.items():
         with pytest.raises(ConfigError) as e:
@@ -361,18 +366,42 @@ def test_combinations_that_mean_nothing_are_refused_in_one_line():
         assert expected in str(e.value) and "\n" not in str(e.value), overrides
 
 
-def test_config_prints_what_each_null_key_resolves_to_and_reads_back_the_same(tmp_path):
+def test_config_prints_every_controller_key_with_its_value_and_reads_back_the_same(tmp_path):
     import yaml
 
-    cfg = load_config(None, ["controller.train_under_mask=true"])
+    from grasp_lora.controller.variants import PRESET_KEYS
+
+    cfg = load_config(None, ["controller.variant=paper"])
     text = cfg.to_yaml()
-    for line in ("  variant: null  # -> paper", "  reward: null  # -> immediate", "  advantage: null  # -> centered",
-                 "  lookahead_steps: null  # -> unused (immediate reward)", "  p_star_rule: null  # -> final"):
-        assert line in text.splitlines(), line
-    assert "  train_under_mask: true" in text.splitlines()  # explicit: no comment
+    section = yaml.safe_load(text)["controller"]
+    assert set(PRESET_KEYS) <= set(section) and section["variant"] == "paper"
+    # null is a value here, not "see another key": the paper's controller has no budget
+    assert [k for k in PRESET_KEYS if section[k] is None] == ["budget_grid_points"]
     path = tmp_path / "config.yaml"
     path.write_text(text)
-    assert load_config(path) == cfg and yaml.safe_load(text) == cfg.to_dict()
-    default = load_config(None, []).to_yaml().splitlines()
-    assert f"  lookahead_steps: null  # -> {load_config(None, []).controller.every_k_steps}" in default
-    assert "  budget_grid_points: null  # -> 3.0" in default and "  max_rounds: null" in default
+    assert load_config(path) == cfg  # the saved config pins every key: switching presets there changes nothing
+
+
+def test_a_config_saved_before_presets_keeps_its_meaning(tmp_path):
+    """Run folders' config.yaml (and recipes copied from the old shipped ones) wrote the preset keys as
+    null, meaning "the variant's", with the variant following from how the run trains."""
+    import yaml
+
+    def legacy(**controller):
+        data = {"controller": {"variant": None, "train_under_mask": None, "reward": None, "lookahead_steps": None,
+                               "advantage": None, "p_star_rule": None, "budget_grid_points": None,
+                               "max_rounds": None, "every_k_steps": 5, **controller}}
+        path = tmp_path / "legacy.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return load_config(path).controller
+
+    c = legacy()
+    assert (c.variant, c.reward, c.lookahead_steps, c.budget_grid_points) == ("dense_lookahead_budget", "lookahead", 5, 3.0)
+    c = legacy(train_under_mask=True)
+    assert (c.variant, c.reward, c.advantage, c.lookahead_steps, c.budget_grid_points) == (
+        "paper", "immediate", "centered", 10, None)
+    c = legacy(fidelity="authors")
+    assert (c.variant, c.p_star_rule) == ("authors", "best_trial")
+    c = legacy(variant=None, reward="immediate", advantage="centered")  # explicit values stay
+    assert (c.variant, c.reward, c.advantage, c.train_under_mask) == ("dense_lookahead_budget", "immediate", "centered",
+                                                                      False)

@@ -7,7 +7,13 @@ from torch import nn
 
 from grasp_lora.config import ControllerConfig
 from grasp_lora.controller.grpo import GRPOController
-from grasp_lora.controller.hook import GRPOHook, MaskedModelScorer
+from grasp_lora.controller.hook import GRPOHook
+from grasp_lora.controller.scorers import ControllerScorer, ImmediateLoss, MaskedRunMasks
+
+
+def MaskedModelScorer(ms, evaluate, optimizer):
+    """The paper's scorer: masks cut from the run's own (masked) weights, scored at once."""
+    return ControllerScorer(MaskedRunMasks(ms, optimizer), ImmediateLoss(ms, evaluate))
 from grasp_lora.io import Timer, read_jsonl
 from grasp_lora.pruning.groups import FactorGroup
 from grasp_lora.pruning.masks import prune_count, sparsity
@@ -134,7 +140,7 @@ def test_scorer_candidate_restores_exactly_and_commit_returns_sparsity():
         seen["zeros_at_committed"] = all((p.detach()[m] == 0).all() for p, m in zip(ms.factors, ms.masks))
         return 0.0
 
-    scorer.evaluate_loss = probe
+    scorer.loss.evaluate_loss = probe
     scorer.candidate_loss(0.6)
     assert seen["zeros_at_committed"]
     fresh = MaskedModelScorer(ms, probe, lambda: None)
@@ -163,8 +169,8 @@ def test_hook_state_dict_resume_same_decisions():
                     for p, q in zip(model2.parameters(), model.parameters()):
                         p.copy_(q)
                 ms2 = MaskState(model2.groups())
-                scorer2 = MaskedModelScorer(ms2, scorer.evaluate_loss, lambda: None)
-                scorer2.evaluate_loss = lambda: (sparsity(ms2.factors) - 0.5) ** 2
+                scorer2 = MaskedModelScorer(ms2, scorer.loss.evaluate_loss, lambda: None)
+                scorer2.loss.evaluate_loss = lambda: (sparsity(ms2.factors) - 0.5) ** 2
                 hook = GRPOHook(GRPOController(ControllerConfig(every_k_steps=1, seed=4)), scorer2, ms2)
                 hook.load_state_dict(saved)
                 ms = ms2

@@ -185,3 +185,26 @@ def test_damage_is_redone_unasked_but_a_change_downstream_still_asks(tmp_path):
     changed = plan_resume(_chain(tmp_path, replace(c, grid=replace(c.grid, ratios=[0.3, 0.5]))))
     assert [(s.unit.name, s.damaged) for s in changed] == [
         ("adapters/ar", True), ("grid/point_0.30", True), ("systems/grid_best", False)]
+
+
+def test_prompts_are_keys_of_what_they_change_and_older_runs_without_them_stay_valid(tmp_path, monkeypatch):
+    from grasp_lora import fingerprint
+    from grasp_lora.config import PromptConfig
+
+    d = Config().to_dict()
+    for kind in ("adapter", "lorahub", "adaptive_merge", "grasp", "final", "grid_point", "system", "grid_system"):
+        assert config_fingerprint(d, kind)["keys"]["data.prompts"] == {}, kind
+    assert not any(k.startswith("data.prompts") for k in config_fingerprint(d, "prepare")["keys"])
+    # An older grasp-lora: no data.prompts in any record.
+    older = {kind: tuple(p for p in pats if p != "data.prompts") for kind, pats in fingerprint.UNIT_KEYS.items()}
+    with monkeypatch.context() as m:
+        m.setattr(fingerprint, "UNIT_KEYS", older)
+        _finish(_chain(tmp_path, Config()))
+    assert "data.prompts" not in read_json(tmp_path / "adapters" / "ar" / "manifest.json")["fingerprint"]["keys"]
+    assert plan_resume(_chain(tmp_path, Config())) == []  # the default, no prompts: what those runs did
+    c = Config()
+    ar = replace(c, data=replace(c.data, prompts={"ar": PromptConfig(template="N:{context}\nS:{question}\nJ:")}))
+    stale = plan_resume(_chain(tmp_path, ar))
+    assert [s.unit.name for s in stale] == ["adapters/ar", "grid/point_0.30", "systems/grid_best", "systems/zero_shot"]
+    assert stale[0].changed == {"data.prompts.ar.max_new_tokens": ("<absent>", None),
+                                "data.prompts.ar.template": ("<absent>", "N:{context}\nS:{question}\nJ:")}

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from grasp_lora.cli import resolve_recipe
-from grasp_lora.config import load_config
+from grasp_lora.config import load_config, with_variant
 from grasp_lora.pipeline import Experiment
 from grasp_lora.search.grasp import EmptyMicroDevError, run_grasp_search
 from helpers import TINY_OVERRIDES
@@ -128,15 +128,14 @@ def test_masked_run_lookahead_and_standardized_variants_run_and_are_recorded(exp
 
 def test_dense_run_lookahead_trains_dense_and_scores_trained_masks(exp, tmp_path):
     # the whole schedule on both sides (no budget): the same training steps, so the same validation loss
-    c = replace(exp.cfg.controller, variant="dense_lookahead", reward="lookahead", lookahead_steps=2,
-                train_under_mask=False)
+    c = with_variant(exp.cfg.controller, "dense_lookahead", lookahead_steps=2)
     result, history = controller_run(exp, tmp_path / "dense_ahead", replace(exp.cfg, controller=c))
     assert (result["reward"], result["train_under_mask"], result["advantage"]) == ("lookahead", False, "standardized")
     records = [json.loads(line) for line in history.splitlines()]
     assert len(records) == result["rounds"] > 0
     # the run trains dense whatever is committed: its validation loss is the immediate-reward dense
     # run's (scoring restores weights and optimizer), while its rewards are the lookahead's
-    immediate = replace(exp.cfg.controller, variant="dense", reward="immediate", train_under_mask=False)
+    immediate = with_variant(exp.cfg.controller, "dense")
     dense, dense_history = controller_run(exp, tmp_path / "dense", replace(exp.cfg, controller=immediate))
     assert dense["reward"] == "immediate" and dense["lookahead_steps"] is None
     assert result["best_val_loss"] == pytest.approx(dense["best_val_loss"], abs=1e-6)
@@ -147,11 +146,12 @@ def test_dense_run_lookahead_trains_dense_and_scores_trained_masks(exp, tmp_path
 def test_default_controller_is_the_dense_run_lookahead_and_never_masks_the_controller_run(exp, tmp_path, monkeypatch):
     import torch
 
-    from grasp_lora.controller.hook import DenseRunLookaheadScorer, MaskedModelScorer
+    from grasp_lora.controller.scorers import ControllerScorer
     from grasp_lora.training import loop
 
     c = exp.cfg.controller
-    assert (c.train_under_mask, c.reward, c.lookahead_steps, c.advantage) == (None,) * 4  # resolved per controller
+    assert (c.variant, c.train_under_mask, c.reward, c.advantage) == ("dense_lookahead_budget", False, "lookahead",
+                                                                      "standardized")
     masked_share: list[float] = []  # of the factors, at every training step of the run's own loop
     real = loop.lm_loss
 
@@ -168,15 +168,14 @@ def test_default_controller_is_the_dense_run_lookahead_and_never_masks_the_contr
     # On the tiny model no mask beats the dense lookahead, so nothing is committed; make every
     # round commit (L0 raised by 1) and check again that the run never trains under a mask, and
     # that the same check sees the paper's controller, which does, train masked.
-    for scorer in (DenseRunLookaheadScorer, MaskedModelScorer):
-        real_l0 = scorer.committed_loss
-        monkeypatch.setattr(scorer, "committed_loss", lambda self, real_l0=real_l0: real_l0(self) + 1.0)
+    real_l0 = ControllerScorer.committed_loss
+    monkeypatch.setattr(ControllerScorer, "committed_loss", lambda self: real_l0(self) + 1.0)
     masked_share.clear()
     _, forced = controller_run(exp, tmp_path / "forced", exp.cfg)
     assert all(json.loads(line)["committed_ratio"] is not None for line in forced.splitlines())
     assert max(masked_share) == 0.0
     masked_share.clear()
-    controller_run(exp, tmp_path / "paper", replace(exp.cfg, controller=replace(c, train_under_mask=True)))
+    controller_run(exp, tmp_path / "paper", replace(exp.cfg, controller=with_variant(c, "paper")))
     assert max(masked_share) >= 0.9 * c.p_min
     records = [json.loads(line) for line in history.splitlines()]
     assert len(records) == result["rounds"] > 0
@@ -232,11 +231,11 @@ def test_training_only_ever_sees_training_examples(exp, tmp_path, monkeypatch):
 @pytest.mark.parametrize("variant", ["dense_lookahead", "masked_lookahead"])
 def test_a_ratio_trained_once_a_round_gives_the_same_history_as_training_it_again(exp, tmp_path, monkeypatch, variant):
     """Reusing a ratio's lookahead loss within a round is a pure saving: the same numbers."""
-    from grasp_lora.controller.hook import LookaheadScorer
+    from grasp_lora.controller.scorers import LookaheadLoss
 
-    cfg = replace(exp.cfg, controller=replace(exp.cfg.controller, variant=variant, p_init=0.15))
+    cfg = replace(exp.cfg, controller=with_variant(exp.cfg.controller, variant, p_init=0.15, lookahead_steps=2))
     reused, history = controller_run(exp, tmp_path / "reuse", cfg)
-    monkeypatch.setattr(LookaheadScorer, "reuse_within_round", False)
+    monkeypatch.setattr(LookaheadLoss, "reuse_within_round", False)
     again, history_again = controller_run(exp, tmp_path / "again", cfg)
     assert history == history_again and reused["p_star"] == again["p_star"]
     assert reused["lookaheads_reused"] > 0 and again["lookaheads_reused"] == 0  # candidates clamped to p_min coincide
@@ -245,7 +244,7 @@ def test_a_ratio_trained_once_a_round_gives_the_same_history_as_training_it_agai
 
 
 def test_a_round_cap_stops_the_controller_run_and_keeps_the_uncapped_runs_first_rounds(exp, tmp_path):
-    uncapped = replace(exp.cfg.controller, variant="dense_lookahead")  # the whole schedule, no budget
+    uncapped = with_variant(exp.cfg.controller, "dense_lookahead", lookahead_steps=2)  # the whole schedule
     full, full_history = controller_run(exp, tmp_path / "full", replace(exp.cfg, controller=uncapped))
     assert full["rounds"] >= 3 and full["max_rounds"] is None and not full["stopped_by_round_cap"]
     capped_cfg = replace(exp.cfg, controller=replace(uncapped, max_rounds=2))
@@ -261,7 +260,7 @@ def test_a_budget_in_grid_points_sets_the_round_cap(exp, tmp_path):
 
     c = replace(exp.cfg.controller, budget_grid_points=1.0)
     result, history = controller_run(exp, tmp_path / "budget", replace(exp.cfg, controller=c))
-    lang, r = exp.cfg.data.target_lang, c.resolved()
+    lang, r = exp.cfg.data.target_lang, c
     expected = rounds_within_budget(1.0, n_train=len(exp.rows(lang, "train")), n_val=len(exp.rows(lang, "val")),
                                     epochs=exp.cfg.train.epochs, every_k_steps=c.every_k_steps, candidates=c.candidates,
                                     micro_dev=min(c.micro_dev_size, len(exp.rows(lang, "micro_dev"))),

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from grasp_lora.config import ControllerConfig
+from grasp_lora.config import ControllerConfig, with_variant
 from grasp_lora.controller.grpo import GRPOController, GaussianPolicy, RatioScorer, bounded_step, policy_update
 
 KW = dict(lr=0.05, kl_coef=0.05, entropy_bonus=0.01, p_min=0.1, p_max=0.8)
@@ -212,7 +212,7 @@ def test_fidelity_authors_vs_fixed():
 
 
 def test_p_star_rules():
-    c = GRPOController(ControllerConfig(fidelity="authors"))
+    c = GRPOController(with_variant(ControllerConfig(), "authors"))
     c.history = [
         {"candidates": [0.2, 0.3], "losses": [1.0, 0.9], "rewards": [0.05, 0.15], "committed_ratio": 0.3, "p_c": 0.3},
         {"candidates": [0.55, 0.6], "losses": [0.7, 0.8], "rewards": [0.15, -0.1], "committed_ratio": None, "p_c": 0.3},

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from grasp_lora.config_parsing import ConfigError, build, has_field, merge, nested, parse_override
+from grasp_lora.controller.variants import DEFAULT_VARIANT, VARIANTS, preset_values, upgrade_legacy
 
 
 @dataclass
@@ -27,6 +28,18 @@ class SplitSizes:
     val: int = 50
     micro_dev: int = 16
     test: int = 100
+
+
+@dataclass
+class PromptConfig:
+    """One language's prompt (`data.prompts.<lang>`); grasp_lora.data.tasks checks it."""
+
+    # {context} and {question} (mlqa) or {article} (xlsum), each once, then an answer cue ("\nJibu:");
+    # None: the task's builtin template for the language (there must be one).
+    template: Optional[str] = None
+    # Generation limit for the language; None: its builtin one, else the task's (QA 64, summary 96).
+    # generation.max_new_tokens, when set, wins over every language's.
+    max_new_tokens: Optional[int] = None
 
 
 @dataclass
@@ -53,6 +66,15 @@ class DataConfig:
     # many tokens, keeping its beginning, in training and in generation prompts (None: only the
     # limits above cut). The CPU setting for long articles; recorded in the report.
     max_article_tokens: Optional[int] = None
+    # Prompt templates by language code, added to (or replacing) the task's builtin ones (en, ar,
+    # zh): how a run uses a language that ships none. In a recipe
+    #   prompts:
+    #     sw: {template: "Jibu swali.\nMuktadha:{context}\nSwali:{question}\nJibu:", max_new_tokens: 32}
+    # on the command line 'data.prompts={sw: {template: "...\n...{context}...{question}\nJibu:"}}'
+    # (YAML flow; merged language by language with the recipe's). Checked at config time as
+    # grasp_lora.data.tasks.register_template checks a template; every stage builds its prompts,
+    # answer cues and generation limits with `tasks.task_spec(cfg.data)`.
+    prompts: dict[str, PromptConfig] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,100 +132,30 @@ class ControllerConfig:
     entropy_bonus: float = 0.01
     max_step: float = 0.10
     seed: int = 42
-    fidelity: str = "fixed"  # fixed | authors
-    # final | best_trial | fit (a quadratic fitted to every scored candidate, controller/grpo.py
-    # `fitted_ratio`); None: final (fixed), best_trial (authors)
-    p_star_rule: Optional[str] = None
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
-    # How the controller scores and trains (METHOD.md, "Controller variants"). Not every default is
-    # the paper's: `variant` names a whole controller (CONTROLLER_VARIANTS) and the four keys below
-    # override its values one by one. Left null, the variant follows from how the run trains:
-    # `authors` under fidelity authors, `paper` when train_under_mask is true, else
-    # `dense_lookahead_budget`, the default (the controller of BENCHMARKS.md "Real data" stopped
-    # within 3 grid points of compute; BENCHMARKS.md "The regime suite"). So `train_under_mask:
-    # true` alone still gives the paper's controller back.
-    variant: Optional[str] = None
-    # train_under_mask: true (the paper: the committed ratio's mask is applied and the controller run
-    # trains under it) | false (a commit moves p_c only; the run trains dense and every mask of a
-    # round, L0's at p_c included, is cut from the same weights) | None: the variant's
-    train_under_mask: Optional[bool] = None
-    # reward: immediate (loss of the mask on the current weights, METHOD.md, "The GRASP controller") |
-    # lookahead (each mask, and p_c's for L0, is first trained under for lookahead_steps optimizer
-    # steps, then scored; LookaheadScorer on the masked run, DenseRunLookaheadScorer on the dense one)
-    # | None: the variant's
-    reward: Optional[str] = None
-    # the lookahead reward only; None: 2 x every_k_steps (20 on the paper's recipes, as measured)
-    lookahead_steps: Optional[int] = None
-    # advantage: centered (a_i = r_i - mean r, the paper) | standardized (divided by the group's std,
-    # as GRPO) | None: the variant's
-    advantage: Optional[str] = None
-    # When the controller run ends (METHOD.md, "Controller cost"). The final run is a separate run,
-    # so rounds after the decision buy nothing. max_rounds: stop after this many rounds | None.
-    # budget_grid_points: stop after the rounds that fit in this many grid points of compute,
-    # counted in example passes (`controller.budget.rounds_within_budget`) | None. Both null: the
-    # run trains its whole schedule, as the paper's. The tighter of the two wins.
+    # Which controller (METHOD.md, "Controller variants"): a preset of controller/variants.py, which
+    # sets the seven keys below it; any of them set in the recipe or on the command line overrides
+    # the preset's value. The defaults here are the default preset's (dense_lookahead_budget).
+    variant: str = DEFAULT_VARIANT
+    fidelity: str = "fixed"  # fixed | authors (the released scripts; METHOD.md, "Fidelity")
+    # true: the committed mask is applied and the controller run trains under it (the paper);
+    # false: a commit moves p_c only, the run trains dense and every mask of a round is cut from the
+    # same weights
+    train_under_mask: bool = False
+    # immediate: a mask's micro-dev loss on the current weights (the paper); lookahead: each mask, and
+    # p_c's for L0, is first trained under for lookahead_steps optimizer steps, then scored
+    reward: str = "lookahead"
+    lookahead_steps: int = 10  # optimizer steps of the lookahead reward (unused by the immediate one)
+    advantage: str = "standardized"  # centered (a_i = r_i - mean r, the paper) | standardized (GRPO's)
+    p_star_rule: str = "final"  # final | best_trial | fit (a quadratic fitted to every scored candidate)
+    # When the controller run ends (METHOD.md, "Controller cost"); the final run is a separate run,
+    # so rounds after the decision buy nothing. budget_grid_points: stop after the rounds that fit in
+    # this many grid points of compute, counted in example passes (controller.budget) | null: none.
+    # max_rounds: stop after this many rounds | null. The tighter of the two wins; both null: the
+    # run trains its whole schedule, as the paper's.
+    budget_grid_points: Optional[float] = 3.0
     max_rounds: Optional[int] = None
-    budget_grid_points: Optional[float] = None
-
-    def resolved_variant(self) -> str:
-        if self.variant is not None:
-            return self.variant
-        if self.fidelity == "authors":
-            return "authors"
-        return "paper" if self.train_under_mask else "dense_lookahead_budget"
-
-    def _variant_value(self, key: str, default: Any = None) -> Any:
-        return CONTROLLER_VARIANTS[self.resolved_variant()].get(key, default)
-
-    def resolved_p_star_rule(self) -> str:
-        if self.p_star_rule is not None:
-            return self.p_star_rule
-        return self._variant_value("p_star_rule", "best_trial" if self.fidelity == "authors" else "final")
-
-    def resolved_train_under_mask(self) -> bool:
-        if self.train_under_mask is not None:
-            return self.train_under_mask
-        return self._variant_value("train_under_mask")
-
-    def resolved_reward(self) -> str:
-        if self.reward is not None:
-            return self.reward
-        return self._variant_value("reward")
-
-    def resolved_lookahead_steps(self) -> int:
-        if self.lookahead_steps is not None:
-            return self.lookahead_steps
-        return max(1, round(self._variant_value("lookahead_per_k", 2) * self.every_k_steps))
-
-    def resolved_budget_grid_points(self) -> Optional[float]:
-        if self.budget_grid_points is not None:
-            return self.budget_grid_points
-        return self._variant_value("budget_grid_points")
-
-    def resolved_advantage(self) -> str:
-        if self.advantage is not None:
-            return self.advantage
-        return self._variant_value("advantage")
-
-    def resolved(self) -> "ControllerConfig":
-        """This config with every null variant key replaced by what it resolves to: what a controller
-        run records (its fingerprint), so that a change of default is a change of setting."""
-        return replace(self, variant=self.resolved_variant(), p_star_rule=self.resolved_p_star_rule(),
-                       train_under_mask=self.resolved_train_under_mask(), reward=self.resolved_reward(),
-                       lookahead_steps=self.resolved_lookahead_steps(), advantage=self.resolved_advantage(),
-                       budget_grid_points=self.resolved_budget_grid_points())
-
-    def resolution(self) -> dict[str, Any]:
-        """What each null key of this section resolves to (`grasp-lora config` prints it)."""
-        r = self.resolved()
-        out = {k: getattr(r, k) for k in ("variant", "p_star_rule", "train_under_mask", "reward", "lookahead_steps",
-                                          "advantage", "budget_grid_points") if getattr(self, k) is None}
-        if "lookahead_steps" in out and r.reward != "lookahead":
-            out["lookahead_steps"] = "unused (immediate reward)"
-        if out.get("budget_grid_points", 0) is None:
-            del out["budget_grid_points"]  # null resolves to null: no budget, nothing to say
-        return out
 
 
 # Projections that read something other than the decoder layer's input hidden state (the attention
@@ -213,27 +165,6 @@ class ControllerConfig:
 # size (a crash deep in the grid) or, where the sizes agree (Llama's o_proj), silently wrong.
 NOT_FED_BY_LAYER_INPUT = frozenset({"o_proj", "down_proj", "out_proj", "dense", "fc2", "c_proj", "dense_4h_to_h",
                                     "w2", "wo"})
-
-
-# controller.variant: named controllers, each the values of the keys it sets (explicit keys win).
-# `masked_lookahead` is the only name for the lookahead reward on a run trained under its mask.
-CONTROLLER_VARIANTS: dict[str, dict[str, Any]] = {
-    # METHOD.md, "The GRASP controller": train under the committed mask, immediate reward, centered
-    "paper": {"train_under_mask": True, "reward": "immediate", "advantage": "centered"},
-    # the released scripts (sets controller.fidelity: authors; see METHOD.md, "Fidelity")
-    "authors": {"fidelity": "authors", "train_under_mask": True, "reward": "immediate", "advantage": "centered"},
-    # the run trains dense; masks are cut from its weights and scored at once
-    "dense": {"train_under_mask": False, "reward": "immediate", "advantage": "standardized"},
-    # the dense run, each mask scored after lookahead_steps (2 K) of training under it, to the end
-    # of the run's schedule (the default from 2026-12-02 to 2026-12-05)
-    "dense_lookahead": {"train_under_mask": False, "reward": "lookahead", "advantage": "standardized"},
-    # the run trains under its mask, each mask scored after lookahead_steps of training under it
-    "masked_lookahead": {"train_under_mask": True, "reward": "lookahead", "advantage": "centered"},
-    # the default: dense_lookahead paid for, each mask trained K steps (not 2 K) before it is scored
-    # and the run stopped after the rounds that fit in 3 grid points (METHOD.md, "Controller cost")
-    "dense_lookahead_budget": {"train_under_mask": False, "reward": "lookahead", "advantage": "standardized",
-                               "lookahead_per_k": 1, "budget_grid_points": 3.0, "p_star_rule": "final"},
-}
 
 
 @dataclass
@@ -316,20 +247,7 @@ class Config:
         return asdict(self)
 
     def to_yaml(self) -> str:
-        """The config as YAML; each null controller key carries what it resolves to as a comment
-        (`variant: null  # -> dense_lookahead_budget`), so config.yaml says which controller ran."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
-        resolution = self.controller.resolution()
-        out, section = [], None
-        for line in text.splitlines():
-            if line and not line.startswith(" "):
-                section = line.rstrip(":")
-            key = line.strip().split(":", 1)[0]
-            if section == "controller" and line.startswith("  ") and key in resolution and line.endswith(": null"):
-                value = yaml.safe_dump(resolution[key], default_flow_style=True).strip().removesuffix("\n...").strip()
-                line = f"{line}  # -> {value}"
-            out.append(line)
-        return "\n".join(out) + "\n"
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
@@ -342,7 +260,28 @@ def controller_config(cfg: Config, seed: int | None = None) -> Config:
     controller.seed for both the controller's generator and the training order. Per-seed
     controllers (`pipeline.controller_per_seed`): both from `seed`."""
     s = cfg.controller.seed if seed is None else seed
-    return replace(cfg, train=replace(cfg.train, seed=s), controller=replace(cfg.controller, seed=s).resolved())
+    return replace(cfg, train=replace(cfg.train, seed=s), controller=replace(cfg.controller, seed=s))
+
+
+def with_variant(controller: ControllerConfig, name: str, **overrides: Any) -> ControllerConfig:
+    """`controller` switched to preset `name` (the preset's keys take its values), then `overrides`:
+    what `controller.variant=NAME` plus explicit keys give on the command line, for Python callers."""
+    if name not in VARIANTS:
+        raise ConfigError(f"controller.variant: expected one of {', '.join(VARIANTS)}, got {name!r}")
+    out = replace(controller, **{**preset_values(name), **overrides, "variant": name})
+    validate(replace(Config(), controller=out))
+    return out
+
+
+def with_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """Recipe data with the chosen controller preset's values under the keys the data does not set
+    itself (explicit keys win). The one place a variant name turns into values."""
+    section = data.get("controller")
+    section = dict(section) if isinstance(section, dict) else {}
+    name = section.get("variant", DEFAULT_VARIANT)
+    if name not in VARIANTS:
+        raise ConfigError(f"controller.variant: expected one of {', '.join(VARIANTS)}, got {name!r}")
+    return {**data, "controller": {**preset_values(name), **section}}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -363,8 +302,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: a recipe must be a YAML mapping of sections")
         data = loaded
+    if isinstance(data.get("controller"), dict):
+        data = {**data, "controller": upgrade_legacy(data["controller"])}
     try:
-        cfg = build(Config, data)
+        cfg = build(Config, with_preset(data))
     except ConfigError as e:
         if path is not None:
             raise ConfigError(f"{path}: {e}") from None
@@ -378,13 +319,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"override '{text}': unknown key '{'.'.join(keys)}'")
         data = merge(data, nested(keys, value))
         try:
-            cfg = build(Config, data)
+            cfg = build(Config, with_preset(data))
         except ConfigError as e:
             raise ConfigError(f"override '{text}': {e}") from None
         applied.append((".".join(keys), text))
-    if cfg.controller.variant == "authors" and cfg.controller.fidelity != "authors":
-        # The one key a variant sets that has a non-null default: spelled out, as the variant means.
-        cfg = replace(cfg, controller=replace(cfg.controller, fidelity="authors"))
     try:
         validate(cfg)
     except ConfigError as e:
@@ -423,6 +361,16 @@ def validate(cfg: Config) -> None:
                 _check(getattr(sizes, split) >= 0, f"{name}.{split}: must be >= 0")
     _check(d.max_length >= 16, "data.max_length: must be >= 16")
     _check(d.max_total_generation >= 16, "data.max_total_generation: must be >= 16")
+    # Every language of the run needs a prompt (builtin, data.prompts or register_template): refused
+    # here, before any data is read or model loaded. Imported here: grasp_lora.data imports this module.
+    from grasp_lora.data.tasks import TaskError, missing_prompt, with_prompts
+
+    try:
+        spec = with_prompts(d.task, d.prompts)
+    except TaskError as e:
+        raise ConfigError(str(e)) from None
+    for key, lang in (("data.source_lang", d.source_lang), ("data.target_lang", d.target_lang)):
+        _check(lang in spec.templates, f"{key}: {missing_prompt(spec, lang)}")
     m = cfg.model
     _check(m.dtype in ("auto", "float32", "bfloat16", "float16"),
            f"model.dtype: expected auto, float32, bfloat16 or float16, got {m.dtype!r}")
@@ -463,35 +411,26 @@ def validate(cfg: Config) -> None:
     _check(c.entropy_bonus >= 0, "controller.entropy_bonus: must be >= 0")
     _check(c.max_step > 0, "controller.max_step: must be > 0")
     _check(c.fidelity in ("fixed", "authors"), f"controller.fidelity: expected fixed or authors, got {c.fidelity!r}")
-    _check(c.p_star_rule in (None, "final", "best_trial", "fit"),
+    _check(c.p_star_rule in ("final", "best_trial", "fit"),
            f"controller.p_star_rule: expected final, best_trial or fit, got {c.p_star_rule!r}")
     _check(c.grad_accum >= 1, "controller.grad_accum: must be >= 1")
     _check(c.score_batch_size >= 1, "controller.score_batch_size: must be >= 1")
-    _check(c.advantage in (None, "centered", "standardized"),
-           f"controller.advantage: expected centered, standardized or null, got {c.advantage!r}")
-    _check(c.reward in (None, "immediate", "lookahead"),
-           f"controller.reward: expected immediate, lookahead or null, got {c.reward!r}")
-    _check(c.lookahead_steps is None or c.lookahead_steps >= 1,
-           f"controller.lookahead_steps: must be >= 1 (or null: 2 x every_k_steps), got {c.lookahead_steps}")
+    _check(c.advantage in ("centered", "standardized"),
+           f"controller.advantage: expected centered or standardized, got {c.advantage!r}")
+    _check(c.reward in ("immediate", "lookahead"),
+           f"controller.reward: expected immediate or lookahead, got {c.reward!r}")
+    _check(isinstance(c.lookahead_steps, int) and c.lookahead_steps >= 1,
+           f"controller.lookahead_steps: must be an integer >= 1, got {c.lookahead_steps!r}")
     _check(c.max_rounds is None or (isinstance(c.max_rounds, int) and c.max_rounds >= 1),
            f"controller.max_rounds: must be >= 1 (or null: no cap), got {c.max_rounds!r}")
     _check(c.budget_grid_points is None or c.budget_grid_points > 0,
            f"controller.budget_grid_points: must be > 0 (or null: no budget), got {c.budget_grid_points!r}")
-    _check(c.train_under_mask is None or isinstance(c.train_under_mask, bool),
-           f"controller.train_under_mask: expected true, false or null, got {c.train_under_mask!r}")
-    _check(c.variant is None or c.variant in CONTROLLER_VARIANTS,
-           f"controller.variant: expected one of {', '.join(CONTROLLER_VARIANTS)} or null, got {c.variant!r}")
-    _check(c.fidelity == "fixed"
-           or ((c.resolved_advantage(), c.resolved_reward()) == ("centered", "immediate") and c.resolved_train_under_mask()),
-           "controller.fidelity: authors reproduces the released scripts; combine advantage/reward/train_under_mask variants "
-           "with fidelity fixed")
-    _check(c.lookahead_steps is None or c.resolved_reward() == "lookahead",
-           f"controller.lookahead_steps: only the lookahead reward trains ahead (this controller's reward is "
-           f"{c.resolved_reward()}); drop it, or set controller.reward=lookahead")
-    _check(not (c.resolved_train_under_mask() and c.resolved_reward() == "lookahead")
-           or c.resolved_variant() == "masked_lookahead",
-           "controller.reward: the lookahead reward on a run trained under its mask is its own controller; name it "
-           "with controller.variant=masked_lookahead (the default lookahead trains the run dense)")
+    _check(isinstance(c.train_under_mask, bool),
+           f"controller.train_under_mask: expected true or false, got {c.train_under_mask!r}")
+    _check(c.variant in VARIANTS, f"controller.variant: expected one of {', '.join(VARIANTS)}, got {c.variant!r}")
+    _check(c.fidelity == "fixed" or (c.advantage, c.reward, c.train_under_mask) == ("centered", "immediate", True),
+           "controller.fidelity: authors reproduces the released scripts (centered advantages, immediate reward, "
+           "training under the mask); for other combinations use controller.fidelity=fixed")
     g = cfg.grid
     _check(len(g.ratios) >= 1, "grid.ratios: must list at least one ratio")
     for i, r in enumerate(g.ratios):

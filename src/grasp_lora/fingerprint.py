@@ -5,8 +5,8 @@ A unit (data preparation, a stage-1 adapter, a baseline, the controller run, a g
 final run, one system's predictions + metrics) records in its manifest
 
 - ``fingerprint``: the values of the config keys that can change its result (``UNIT_KEYS``) and
-  their hash (the controller run's config has its `null` variant keys resolved first,
-  `config.controller_config`, so a change of their default is a change of setting);
+  their hash (every controller key holds a concrete value, `controller.variants`, so a change of
+  default is a change of setting);
 - ``inputs``: digests of what it read: the manifests of the units upstream of it and, for data
   preparation, the local data files.
 
@@ -48,9 +48,12 @@ _DATA = (
 # Keys added after run folders already existed, with the value that gives what those runs did: a
 # manifest that lacks the key and a config that holds this value are not a change of setting.
 ADDED_KEYS: dict[str, Any] = {"data.split_by": "question", "data.max_article_tokens": None,
-                              "controller.max_rounds": None, "controller.budget_grid_points": None}
-_EXAMPLES = ("data.task", "data.max_length", "data.max_article_tokens")  # how training examples are encoded
-_EVAL = ("data.task", "data.target_lang", "data.max_total_generation", "data.max_article_tokens", "generation", "eval")
+                              "controller.max_rounds": None, "controller.budget_grid_points": None,
+                              "data.prompts": {}}
+# How training examples are encoded (data.prompts: the configured prompt templates and limits).
+_EXAMPLES = ("data.task", "data.max_length", "data.max_article_tokens", "data.prompts")
+_EVAL = ("data.task", "data.target_lang", "data.max_total_generation", "data.max_article_tokens", "data.prompts",
+         "generation", "eval")
 
 # Unit kind -> the dotted config keys or whole sections its result depends on. Whole sections on
 # purpose: a key added to a section later invalidates by default; `IGNORED` lists what cannot.
@@ -73,9 +76,13 @@ UNIT_KEYS: dict[str, tuple[str, ...]] = {
 IGNORED = frozenset({
     "model.device", "model.cache_dir", "train.eval_batch_size", "controller.score_batch_size",
     "generation.batch_size",
-    # a name for values of other controller keys, which are recorded resolved (config.controller_config)
+    # the preset the other controller keys started from: their values are recorded, not its name
     "controller.variant",
 })
+# Keys that cannot change a result while another key has a given value: left out of the fingerprint
+# then, and a record that holds them is not changed by their absence (the immediate reward never
+# trains ahead, whatever lookahead_steps says; runs recorded it, at 2 x every_k_steps).
+UNUSED_WHEN: dict[str, tuple[str, Any]] = {"controller.lookahead_steps": ("controller.reward", "immediate")}
 # ... and per kind: the controller run trains at controller.grad_accum (train.grad_accum is replaced).
 IGNORED_BY_KIND: dict[str, frozenset[str]] = {"grasp": frozenset({"train.grad_accum"})}
 
@@ -124,7 +131,9 @@ def config_fingerprint(cfg_dict: Mapping[str, Any], kind: str) -> dict[str, Any]
     """{"kind", "keys": {dotted key: value}, "hash"} of one unit kind under `cfg_dict`."""
     if kind not in UNIT_KEYS:
         raise ValueError(f"unknown unit kind {kind!r} (known: {', '.join(UNIT_KEYS)})")
-    keys = select_keys(flatten(cfg_dict), UNIT_KEYS[kind], IGNORED | IGNORED_BY_KIND.get(kind, frozenset()))
+    flat = flatten(cfg_dict)
+    unused = {k for k, (other, value) in UNUSED_WHEN.items() if flat.get(other) == value}
+    keys = select_keys(flat, UNIT_KEYS[kind], IGNORED | IGNORED_BY_KIND.get(kind, frozenset()) | unused)
     return {"kind": kind, "keys": keys, "hash": _hash(keys)}
 
 
@@ -196,6 +205,8 @@ def _diff(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tupl
     for k in sorted(set(recorded) | set(now)):
         a, b = recorded.get(k, _MISSING), now.get(k, _MISSING)
         if a == _MISSING and k in ADDED_KEYS and b == ADDED_KEYS[k]:
+            continue
+        if b == _MISSING and k in UNUSED_WHEN and now.get(UNUSED_WHEN[k][0]) == UNUSED_WHEN[k][1]:
             continue
         if a != b:
             out[k] = (a, b)

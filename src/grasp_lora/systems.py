@@ -86,10 +86,12 @@ def evaluate(ctx: StageContext, compared: dict[str, dict[str, Any]], only: list[
 
 def generate(ctx: StageContext, model, tok, rows: list[dict], out: Path) -> None:
     """Greedy predictions of `model` on `rows`, shared out over the processes (rank 0 writes `out`)."""
+    from grasp_lora.data.tasks import task_spec
     from grasp_lora.evaluation.generate import generate_predictions
 
     g, d = ctx.cfg.generation, ctx.cfg.data
-    generate_predictions(model, tok, d.task, d.target_lang, rows, out, batch_size=g.batch_size,
+    # The prompts of the run: the task's templates plus data.prompts.
+    generate_predictions(model, tok, task_spec(d), d.target_lang, rows, out, batch_size=g.batch_size,
                          max_new_tokens=g.max_new_tokens, max_total=d.max_total_generation,
                          max_article_tokens=d.max_article_tokens, progress=ctx.progress, shard=True)
 

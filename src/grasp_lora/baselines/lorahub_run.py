@@ -13,12 +13,13 @@ from grasp_lora.io import write_manifest
 def run_lorahub(cfg: Config, model, tokenizer, adapter_dirs: Sequence[str | Path], train_rows: list[dict],
                 out_dir: str | Path) -> dict:
     from grasp_lora.baselines.lorahub import lorahub_merge
+    from grasp_lora.data.tasks import task_spec
     from grasp_lora.data.tokenize import encode_for_training
     from grasp_lora.training.loss import per_example_losses
 
     started = time.perf_counter()
     out = Path(out_dir)
-    task, lang = cfg.data.task, cfg.data.target_lang
+    task, lang = task_spec(cfg.data), cfg.data.target_lang  # the task's prompts plus data.prompts
     # LoraHub scores candidates on a handful of target examples (few-shot), not the whole train set.
     shots = [encode_for_training(tokenizer, task, lang, r, cfg.data.max_length, cfg.data.max_article_tokens)
              for r in train_rows[: cfg.lorahub.examples]]

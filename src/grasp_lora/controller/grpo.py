@@ -201,7 +201,7 @@ class GRPOController:
         new_mu, new_sigma, adv = policy_update(
             mu, sigma, p_c, candidates, rewards,
             lr=cfg.policy_lr, kl_coef=cfg.kl_coef, entropy_bonus=cfg.entropy_bonus,
-            p_min=cfg.p_min, p_max=cfg.p_max, advantage=cfg.resolved_advantage(),
+            p_min=cfg.p_min, p_max=cfg.p_max, advantage=cfg.advantage,
         )
         self.policy.mu, self.policy.sigma = new_mu, new_sigma
         # 6. commit
@@ -243,7 +243,7 @@ class GRPOController:
         fit: the minimum of a quadratic in the ratio fitted to every candidate's loss with one
         intercept per round (`fitted_ratio`); `final` when fewer than 3 distinct ratios were scored.
         """
-        rule = rule or self.cfg.resolved_p_star_rule()
+        rule = rule or self.cfg.p_star_rule
         if rule == "final":
             for rec in reversed(self.history):
                 if rec["committed_ratio"] is not None:
@@ -264,7 +264,7 @@ class GRPOController:
         raise ValueError(f"p* rule must be final, best_trial or fit, got {rule!r}")
 
     def result(self, rule: Optional[str] = None) -> dict[str, Any]:
-        rule = rule or self.cfg.resolved_p_star_rule()
+        rule = rule or self.cfg.p_star_rule
         return {
             "p_star": self.p_star(rule),
             "rule": rule,

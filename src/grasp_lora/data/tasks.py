@@ -4,7 +4,10 @@ Two tasks ship: `mlqa` (kind `qa`, records `{"id", "context", "question", "answe
 and `xlsum` (kind `summary`, records `{"id", "article", "summary", "title"}`), each with an English,
 Arabic and Simplified Chinese prompt copied byte for byte from the spec. A template is plain text
 with `{field}` placeholders; the answer cue is the text after the last placeholder (for example
-"\\nAnswer:"), so a user adds a language with `register_template` and gets the cue for free.
+"\\nAnswer:"), so a user adds a language and gets the cue for free: in a recipe or on the command
+line with `data.prompts` (`task_spec(cfg.data)`: a copy of the task's spec with the configured
+prompts, which every stage passes on; the registry is left alone), or from Python with
+`register_template` (the registry itself, for every run of the process).
 
 Placeholders are substituted in one pass with the example's own text, so braces or a literal
 "{question}" inside a context are copied as they are and never re-expanded.
@@ -12,8 +15,9 @@ Placeholders are substituted in one pass with the example's own text, so braces 
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 # A placeholder is `{name}` with a lower-case identifier; anything else in braces is literal text.
@@ -36,6 +40,8 @@ class TaskSpec:
     default_max_new_tokens: int
     templates: dict[str, str] = field(default_factory=dict)
     max_new: dict[str, int] = field(default_factory=dict)
+    # A template any language could start from, shown in the error that asks for one.
+    example_template: str = ""
 
     @property
     def languages(self) -> list[str]:
@@ -45,9 +51,9 @@ class TaskSpec:
         if lang not in self.templates:
             raise TaskError(
                 f"task {self.name!r} has no prompt for language {lang!r} (known: "
-                f"{', '.join(self.languages)}); add one with grasp_lora.data.tasks.register_template"
-                f"({self.name!r}, {lang!r}, template) using the placeholders "
-                f"{', '.join('{' + f + '}' for f in self.fields)} and ending with an answer cue"
+                f"{', '.join(self.languages)}); set data.prompts.{lang}.template in the recipe, or add one "
+                f"with grasp_lora.data.tasks.register_template({self.name!r}, {lang!r}, template), using the "
+                f"placeholders {', '.join('{' + f + '}' for f in self.fields)} and ending with an answer cue"
             )
         return self.templates[lang]
 
@@ -74,6 +80,7 @@ _TASKS: dict[str, TaskSpec] = {
         default_max_new_tokens=64,
         templates=dict(_QA_TEMPLATES),
         max_new={"en": 64, "ar": 64, "zh": 64},
+        example_template=_QA_TEMPLATES["en"],
     ),
     "xlsum": TaskSpec(
         name="xlsum",
@@ -85,6 +92,7 @@ _TASKS: dict[str, TaskSpec] = {
         templates=dict(_SUMMARY_TEMPLATES),
         # Arabic summaries need more tokens for the same content (METHOD.md, "Data").
         max_new={"en": 96, "ar": 128, "zh": 96},
+        example_template="Summarize the following news article.\nArticle:{article}\nSummary:",
     ),
 }
 
@@ -115,9 +123,13 @@ def _cue_of(template: str) -> str:
     return template[last.end():] if last is not None else ""
 
 
-def _check_template(spec: TaskSpec, lang: str, template: str) -> None:
+def _check_template(spec: TaskSpec, lang: str, template: str, where: str | None = None) -> None:
+    """TaskError unless `template` uses each of the task's placeholders once and ends with an answer
+    cue; `where` starts the message (default: the task and language)."""
+    if not isinstance(template, str):
+        raise TaskError(f"{where or 'template'}: expected a string, got {template!r}")
     names = placeholders(template)
-    where = f"template for task {spec.name!r}, language {lang!r}"
+    where = where or f"template for task {spec.name!r}, language {lang!r}"
     unknown = sorted(set(names) - set(spec.fields))
     if unknown:
         raise TaskError(
@@ -152,6 +164,80 @@ def register_template(task: str, lang: str, template: str, max_new_tokens: int |
     spec.templates[lang] = template
     spec.max_new[lang] = max_new_tokens if max_new_tokens is not None else spec.default_max_new_tokens
     return spec
+
+
+# The language codes a recipe may key `data.prompts` by (they also name data/<lang>/ folders).
+_LANG_CODE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _setting(entry: Any, name: str) -> Any:
+    """`entry.name` or `entry[name]`: a data.prompts entry is a PromptConfig or a plain mapping."""
+    if isinstance(entry, Mapping):
+        return entry.get(name)
+    return getattr(entry, name, None)
+
+
+def prompt_example(spec: TaskSpec, lang: str) -> str:
+    """A `data.prompts` override for `lang` that passes the checks, as one shell-ready line: the
+    English template, newlines written as \\n (YAML's double-quoted escape)."""
+    template = spec.example_template or spec.templates.get("en") or next(iter(spec.templates.values()))
+    return f"data.prompts={{{lang}: {{template: {json.dumps(template, ensure_ascii=False)}}}}}"
+
+
+def missing_prompt(spec: TaskSpec, lang: str) -> str:
+    """The one line that says `lang` has no prompt for `spec` and which key gives it one."""
+    fields = ", ".join("{" + f + "}" for f in spec.fields)
+    return (f"task {spec.name} has no prompt for {lang!r} (it has {', '.join(spec.languages)}); set "
+            f"data.prompts.{lang}.template (a template with {fields} and an answer cue after the last "
+            f"placeholder, e.g. {prompt_example(spec, lang)})")
+
+
+def with_prompts(task: str | TaskSpec, prompts: Mapping[str, Any] | None) -> TaskSpec:
+    """A copy of `task`'s spec with `prompts` added; the registry is not changed.
+
+    `prompts` is what `data.prompts` holds: `{lang: {"template": str | None, "max_new_tokens":
+    int | None}}` (PromptConfig objects or plain mappings). A template is checked as
+    `register_template` checks it and replaces the spec's for `lang`; a null template keeps the
+    spec's (which must exist), so an entry may change only the generation limit. A null limit keeps
+    the language's own, else the task's default. Errors are TaskErrors naming the recipe key
+    (`data.prompts.<lang>.template: ...`), one line each.
+    """
+    base = get_task(task)
+    spec = replace(base, templates=dict(base.templates), max_new=dict(base.max_new))
+    if prompts is None:
+        return spec
+    if not isinstance(prompts, Mapping):
+        raise TaskError(f"data.prompts: expected a mapping of language codes, got {prompts!r}")
+    for lang, entry in prompts.items():
+        if not isinstance(lang, str):
+            raise TaskError(f"data.prompts: a language code must be text, got {lang!r} (YAML reads no, yes, on "
+                            f"and off as true/false: quote the code, e.g. 'no')")
+        if not _LANG_CODE.fullmatch(lang):
+            raise TaskError(f"data.prompts: {lang!r} is not a language code (letters, digits, '-' and '_')")
+        key = f"data.prompts.{lang}"
+        template, limit = _setting(entry, "template"), _setting(entry, "max_new_tokens")
+        if template is None:
+            if lang not in spec.templates:
+                raise TaskError(f"{key}.template: task {spec.name} has no prompt for {lang!r} to keep; set one "
+                                f"(e.g. {prompt_example(spec, lang)})")
+        else:
+            _check_template(spec, lang, template, where=f"{key}.template")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise TaskError(f"{key}.max_new_tokens: must be >= 1 or null, got {limit!r}")
+        if template is not None:
+            spec.templates[lang] = template
+        if limit is not None:
+            spec.max_new[lang] = limit
+        elif lang not in spec.max_new:
+            spec.max_new[lang] = spec.default_max_new_tokens
+    return spec
+
+
+def task_spec(data: Any) -> TaskSpec:
+    """The spec a run builds its prompts, cues and generation limits with: `data.task` (a
+    DataConfig's) with the prompts of `data.prompts` added (`with_prompts`). Pass it wherever a
+    task name goes (`build_prompt`, `encode_for_training`, `generate_predictions`, ...)."""
+    return with_prompts(data.task, getattr(data, "prompts", None))
 
 
 def answer_cue(task: str | TaskSpec, lang: str) -> str:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import torch
 
 from grasp_lora import distributed as dist
 from grasp_lora.io import append_jsonl, read_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from grasp_lora.data.tasks import TaskSpec
 
 
 def clean_prediction(text: str, cue: str) -> str:
@@ -152,7 +155,7 @@ def _sharded_rounds(todo: Sequence[Mapping[str, Any]], batch_size: int) -> list[
 def generate_predictions(
     model: Any,
     tokenizer: Any,
-    task: str,
+    task: str | TaskSpec,
     lang: str,
     examples: Sequence[Mapping[str, Any]],
     out_path: str | Path,
@@ -177,12 +180,13 @@ def generate_predictions(
     process generates its share of the examples; after every round of batches the predictions are
     gathered, rank 0 appends them all (it alone writes), and every process returns all of them.
     """
-    from grasp_lora.data.tasks import answer_cue
+    from grasp_lora.data.tasks import answer_cue, get_task
     from grasp_lora.data.tasks import max_new_tokens as task_max_new_tokens
     from grasp_lora.data.tokenize import encode_prompt
 
     if batch_size < 1:
         raise ValueError("generate_predictions: batch_size must be >= 1")
+    task = get_task(task)  # a name (registered templates) or a run's spec (tasks.task_spec(cfg.data))
     ids = [ex["id"] for ex in examples]
     if len(set(ids)) != len(ids):
         raise ValueError("generate_predictions: example ids must be unique")
@@ -217,7 +221,7 @@ def generate_predictions(
     if progress and todo and writer:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), desc=f"generate {task}/{lang}", unit="ex", dynamic_ncols=True)
+        bar = tqdm(total=len(todo), desc=f"generate {task.name}/{lang}", unit="ex", dynamic_ncols=True)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()

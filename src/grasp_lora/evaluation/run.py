@@ -50,6 +50,7 @@ def load_bertscore_encoder(cfg: Config, base_model, tokenizer) -> tuple[Any, Any
 
 def evaluate_system(cfg: Config, base_model, tokenizer, adapter_dir, rows: list[dict], out_dir: str | Path, *,
                     encoder=None, progress: bool = True) -> dict[str, Any]:
+    from grasp_lora.data.tasks import task_spec
     from grasp_lora.evaluation.evaluate import evaluate_predictions, write_metrics
     from grasp_lora.evaluation.generate import generate_predictions
 
@@ -57,7 +58,7 @@ def evaluate_system(cfg: Config, base_model, tokenizer, adapter_dir, rows: list[
     out.mkdir(parents=True, exist_ok=True)
     model = with_adapter(base_model, adapter_dir)
     predictions = generate_predictions(
-        model, tokenizer, cfg.data.task, cfg.data.target_lang, rows, out / "predictions.jsonl",
+        model, tokenizer, task_spec(cfg.data), cfg.data.target_lang, rows, out / "predictions.jsonl",
         batch_size=cfg.generation.batch_size, max_new_tokens=cfg.generation.max_new_tokens,
         max_total=cfg.data.max_total_generation, max_article_tokens=cfg.data.max_article_tokens, progress=progress,
     )

@@ -40,13 +40,13 @@ def run_grasp_search(
     from grasp_lora import distributed as dist
     from grasp_lora.controller.budget import round_cap, rounds_within_budget
     from grasp_lora.controller.grpo import GRPOController
-    from grasp_lora.controller.hook import (DenseRunLookaheadScorer, DenseRunScorer, GRPOHook, LookaheadScorer,
-                                           MaskedModelScorer)
+    from grasp_lora.controller.hook import GRPOHook
+    from grasp_lora.controller.scorers import build_scorer
     from grasp_lora.training.finetune import setup_merged_training
     from grasp_lora.pruning.state import MaskState
     from grasp_lora.training.loop import micro_dev_loss_fn, train
 
-    c = cfg.controller.resolved()  # every null variant key resolved once (direct callers pass raw configs)
+    c = cfg.controller
     micro_dev_rows = micro_dev_rows[: c.micro_dev_size]
     if not micro_dev_rows:
         raise EmptyMicroDevError(
@@ -71,23 +71,9 @@ def run_grasp_search(
     mask_state = MaskState(groups)
     controller = GRPOController(c)
     optimizer_ref: dict[str, Any] = {}
-    scorer_args = dict(
-        at_least_one=c.fidelity == "authors",
-        release="index" if c.fidelity == "authors" else "stash",
-        optimizer_reset="whole" if c.fidelity == "authors" else "masked",
-    )
     evaluate_loss = micro_dev_loss_fn(model, micro_set, c.score_batch_size)  # sharded + all-reduced
-    get_optimizer = lambda: optimizer_ref.get("optimizer")  # noqa: E731
-    lookahead = dict(model=model, train_set=train_set, steps=c.lookahead_steps, seed=c.seed,
-                     targets_only=cfg.train.targets_only_head)
-    if c.reward == "lookahead" and not c.train_under_mask:
-        scorer = DenseRunLookaheadScorer(mask_state, evaluate_loss, get_optimizer, **lookahead, **scorer_args)
-    elif c.reward == "lookahead":
-        scorer = LookaheadScorer(mask_state, evaluate_loss, get_optimizer, **lookahead, **scorer_args)
-    elif not c.train_under_mask:
-        scorer = DenseRunScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
-    else:
-        scorer = MaskedModelScorer(mask_state, evaluate_loss, get_optimizer, **scorer_args)
+    scorer = build_scorer(c, mask_state, evaluate_loss, lambda: optimizer_ref.get("optimizer"), model=model,
+                          train_set=train_set, targets_only=cfg.train.targets_only_head)
     budget_rounds = None if c.budget_grid_points is None else rounds_within_budget(
         c.budget_grid_points, n_train=len(train_set), n_val=len(val_set), epochs=cfg.train.epochs,
         every_k_steps=c.every_k_steps, candidates=c.candidates, micro_dev=len(micro_set),
@@ -120,8 +106,8 @@ def run_grasp_search(
         "reward": c.reward,
         "lookahead_steps": c.lookahead_steps if c.reward == "lookahead" else None,
         # masks trained ahead, and losses reused instead of training a ratio twice in a round
-        "lookaheads": getattr(scorer, "lookaheads", None),
-        "lookaheads_reused": getattr(scorer, "reused", None),
+        "lookaheads": scorer.lookaheads,
+        "lookaheads_reused": scorer.reused,
         "train_under_mask": c.train_under_mask,
         "variant": c.variant,
         "rounds": len(controller.history),

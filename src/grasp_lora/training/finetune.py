@@ -101,10 +101,11 @@ def setup_merged_training(cfg: Config, model, tokenizer, adapter_dirs: Sequence[
 
     from grasp_lora.models.merged import factor_groups, merge_adapters
     from grasp_lora.data.encode import encode_rows
+    from grasp_lora.data.tasks import task_spec
 
     torch.manual_seed(cfg.train.seed)
     info = merge_adapters(model, [str(d) for d in adapter_dirs], scaling=cfg.merge.scaling, dense=dense)
-    encoded = [encode_rows(tokenizer, rows, cfg.data.task, cfg.data.target_lang, cfg.data.max_length,
+    encoded = [encode_rows(tokenizer, rows, task_spec(cfg.data), cfg.data.target_lang, cfg.data.max_length,
                            cfg.data.max_article_tokens)
                for rows in row_sets]
     return info, factor_groups(model), encoded

@@ -64,3 +64,62 @@ def test_every_readme_demo_command_runs(tmp_path, monkeypatch, capsys):
     assert (run_dir / "systems/lorahub/metrics.json").exists()
     assert (tmp_path / "metrics.json").exists()  # `evaluate --predictions preds.jsonl` writes beside it
     assert (run_dir / "report.md").exists()
+
+
+def own_data_commands() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    block = re.search(r"## Your own data\n.*?```bash\n(.*?)```", text, re.S).group(1)
+    return [line.strip() for line in block.splitlines() if line.strip().startswith("grasp-lora ")]
+
+
+def test_your_own_data_commands_run_for_a_language_without_a_builtin_prompt(tmp_path, monkeypatch, capsys):
+    """The README's three commands, as a user types them, on a tiny model: a recipe for Swahili from
+    the command line alone, the whole method on it, and predictions from the adapter it returns."""
+    import json
+
+    import yaml
+
+    from grasp_lora.cli import main
+    from grasp_lora.data.demo import demo_pool
+    from grasp_lora.data.tasks import get_task
+    from grasp_lora.io import read_jsonl
+
+    commands = own_data_commands()
+    assert [shlex.split(c)[1] for c in commands] == ["config", "pipeline", "generate"]
+    lang = re.search(r"data\.target_lang=(\w+)", commands[0]).group(1)
+    assert lang not in get_task("mlqa").templates  # a language the package ships no prompt for
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRASP_LORA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with open(f"{lang}.jsonl", "w", encoding="utf-8") as f:  # the user's file: QA rows in their language
+        for r in demo_pool("mlqa", "ar")[:40]:
+            f.write(json.dumps({k: r[k] for k in ("id", "context", "question", "answers")}, ensure_ascii=False) + "\n")
+    log = logging.getLogger("grasp_lora")
+    saved = (list(log.handlers), log.level)
+    try:
+        for command in commands:
+            args, redirect = command, None
+            if " > " in command:
+                args, redirect = command.rsplit(" > ", 1)
+            argv = shlex.split(args)[1:]
+            if argv[0] == "config":  # the recipe the user writes carries the tiny model and sizes
+                argv += [o for o in TINY_OVERRIDES if not o.startswith("data.target_data")]
+            capsys.readouterr()
+            code = main(argv + (["--quiet"] if argv[0] != "config" else []))
+            out = capsys.readouterr()
+            assert code == 0, f"{command}\n{out.err[-2000:]}"
+            if redirect:
+                Path(redirect.strip()).write_text(out.out, encoding="utf-8")
+    finally:
+        log.handlers[:], log.level = saved
+    recipe = yaml.safe_load(Path(f"{lang}.yaml").read_text(encoding="utf-8"))
+    template = recipe["data"]["prompts"][lang]["template"]
+    assert "{context}" in template and template.endswith(":") and "\n" in template
+    run = tmp_path / "runs" / lang
+    assert (run / "report.md").exists() and any((run / "systems").glob("*grasp*/metrics.json"))
+    test_ids = [r["id"] for r in read_jsonl(run / "data" / lang / "test.jsonl")]
+    predictions = read_jsonl(tmp_path / f"{lang}_predictions.jsonl")
+    assert sorted(p["id"] for p in predictions) == sorted(test_ids) and len(test_ids) == 4
+    manifest = json.loads((run / "adapters" / lang / "manifest.json").read_text(encoding="utf-8"))
+    # the adapter was trained on the user's prompt (its fingerprint records it)
+    assert manifest["fingerprint"]["keys"][f"data.prompts.{lang}.template"] == template

@@ -14,7 +14,7 @@ Several processes: `grasp-lora <cmd> ... --num-processes N` relaunches the same 
 accelerate's launcher (`accelerate launch --multi_gpu --num_processes N -m grasp_lora <cmd> ...`;
 on a machine without CUDA the processes use gloo on the CPU). Launched directly by
 `accelerate launch` or `torchrun`, the command joins the process group before it loads anything;
-only rank 0 prints (README, "Several GPUs").
+only rank 0 prints (docs/multi-gpu.md).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def _experiment(args, redo_damaged: bool = True):
                    main=dist.is_main())
     exp = Experiment(cfg, progress=args.progress)
     # Stops here, before any work, if finished results were made with other settings; then
-    # writes config.yaml (docs: README "Resume").
+    # writes config.yaml (docs/resume.md).
     exp.start(rerun_changed=getattr(args, "rerun_changed", False), redo_damaged=redo_damaged)
     return exp
 

@@ -19,7 +19,7 @@ that p* once per seed in pipeline.seeds; the grid runs every ratio for every see
 ratio. `pipeline.controller_per_seed: true` runs a controller per seed instead (seed_<s>/grasp/,
 controller seed = s), for variance studies.
 
-Several processes (README "Several GPUs"): every process runs every stage in the same order. A
+Several processes (docs/multi-gpu.md): every process runs every stage in the same order. A
 skip decision is rank 0's (broadcast), so no process skips work the others do; training stages
 run on every process (data parallel) and write from rank 0; stages without training (data
 preparation, TIES, LoRAHub, metrics, report) run on rank 0 while the others wait; generation is

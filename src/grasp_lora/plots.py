@@ -1,4 +1,4 @@
-"""PNG plots for the report: the controller trajectory and the grid-search curve."""
+"""PNG plots for the report: the controller trajectory, the grid-search curve and the systems bars."""
 
 from __future__ import annotations
 
@@ -82,8 +82,22 @@ def plot_grid(points: Sequence[dict[str, Any]], path: str | Path, *, best_ratio:
     plt.close(fig)
 
 
-def plot_systems(rows: Sequence[dict[str, Any]], metrics: Sequence[str], path: str | Path, title: str) -> None:
-    """Grouped bars: one group per metric, one bar per system (mean, with std error bars)."""
+def _spread(stat: dict[str, Any] | None) -> float | None:
+    """A metric's standard deviation over seeds, or None when it has no spread to show (one seed)."""
+    if not stat or stat.get("std") is None:
+        return None
+    if stat.get("n") is not None and stat["n"] < 2:
+        return None
+    return float(stat["std"])
+
+
+def systems_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str], title: str):
+    """The figure of `plot_systems`, not saved (the caller closes it): grouped bars, one group per
+    metric, one bar per system (its mean over seeds).
+
+    Error bars (± std) are drawn only for a system run over more than one seed: a system with one
+    run has no spread, and a zero-length bar would suggest one. The legend sits below the axes, so
+    it never covers a bar, however many systems there are."""
     plt = _figure()
     import numpy as np
 
@@ -91,13 +105,26 @@ def plot_systems(rows: Sequence[dict[str, Any]], metrics: Sequence[str], path: s
     width = 0.8 / max(1, len(rows))
     x = np.arange(len(metrics))
     for i, row in enumerate(rows):
-        means = [row["metrics"].get(m, {}).get("mean", float("nan")) for m in metrics]
-        stds = [row["metrics"].get(m, {}).get("std") or 0.0 for m in metrics]
-        ax.bar(x + i * width - 0.4 + width / 2, means, width, yerr=stds, capsize=2, label=row["label"])
+        stats = [row["metrics"].get(m) or {} for m in metrics]
+        means = [s["mean"] if s.get("mean") is not None else float("nan") for s in stats]
+        spreads = [_spread(s) for s in stats]
+        kwargs: dict[str, Any] = {}
+        if any(v is not None for v in spreads):
+            kwargs = {"yerr": [float("nan") if v is None else v for v in spreads], "capsize": 2}
+        ax.bar(x + i * width - 0.4 + width / 2, means, width, label=row["label"], **kwargs)
     ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
     ax.set_ylabel("score (0-100)")
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
+    # Below the axes, clear of the tick labels: bbox_inches="tight" in _save keeps it in the PNG.
+    ax.legend(fontsize=7, ncol=min(4, max(1, len(rows))), loc="upper center", bbox_to_anchor=(0.5, -0.12),
+              frameon=False)
+    return fig
+
+
+def plot_systems(rows: Sequence[dict[str, Any]], metrics: Sequence[str], path: str | Path, title: str) -> None:
+    """The systems PNG of the report (`systems_figure`)."""
+    plt = _figure()
+    fig = systems_figure(rows, metrics, title)
     _save(fig, path)
     plt.close(fig)

@@ -2,7 +2,7 @@
 working on stops at once with one line naming that process.
 
 The lock is per unit, not per run folder, because independent jobs of one experiment share a
-folder on purpose (README "Grid points and seeds on a scheduler": grid points, the controller run
+folder on purpose (docs/multi-gpu.md, "Grid points and seeds on a scheduler": grid points, the controller run
 and each seed's final run as separate jobs). A second `grasp-lora pipeline` on a busy folder skips
 the finished units and stops at the first unit the other process holds; with `--rerun-changed`
 it also never deletes a unit another process holds.

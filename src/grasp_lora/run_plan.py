@@ -1,6 +1,6 @@
 """The resume plan: every unit of work a configuration defines in its run folder, upstream first,
-and the check before any work that finished units were made with the same settings (README
-"Resume"; the rules per unit kind are grasp_lora.fingerprint's)."""
+and the check before any work that finished units were made with the same settings (docs/resume.md;
+the rules per unit kind are grasp_lora.fingerprint's)."""
 
 from __future__ import annotations
 

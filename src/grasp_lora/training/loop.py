@@ -15,7 +15,7 @@ micro-batches, accumulation 3 -> windows of 3, 3, 3, 1): it is stepped anyway, n
 length, so every example is seen once per epoch and no step is under-scaled. Windows never span
 epochs.
 
-Several processes (accelerate launch / torchrun; README "Several GPUs"). `cfg.batch_size` is per
+Several processes (accelerate launch / torchrun; docs/multi-gpu.md). `cfg.batch_size` is per
 process, so a micro-batch is batch_size x processes consecutive examples of the epoch's order (the
 same order everywhere), and each process takes a contiguous share of it. A share's summed loss is
 divided by the micro-batch's GLOBAL target-token count (known on every rank from the data), so the

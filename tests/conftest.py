@@ -55,3 +55,15 @@ def tiny_run(tmp_path_factory, worker_id):
             _, proc = run_tiny_pipeline(root)
             done.write_text(proc.stdout)
     return root, root / "run", subprocess.CompletedProcess([], 0, done.read_text(), "")
+
+
+@pytest.fixture
+def restore_registry():
+    """register_template mutates the task registry (module state): undo it after each test that calls it."""
+    from grasp_lora.data import tasks
+
+    saved = {name: (dict(s.templates), dict(s.max_new)) for name, s in tasks._TASKS.items()}
+    yield
+    for name, (templates, max_new) in saved.items():
+        tasks._TASKS[name].templates = templates
+        tasks._TASKS[name].max_new = max_new

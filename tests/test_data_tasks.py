@@ -30,16 +30,6 @@ PAPER_PROMPTS = {
 }
 
 
-@pytest.fixture
-def restore_registry():
-    """register_template mutates module state: undo it after each test that calls it."""
-    saved = {name: (dict(s.templates), dict(s.max_new)) for name, s in tasks._TASKS.items()}
-    yield
-    for name, (templates, max_new) in saved.items():
-        tasks._TASKS[name].templates = templates
-        tasks._TASKS[name].max_new = max_new
-
-
 @pytest.mark.parametrize("task,lang", sorted(PAPER_PROMPTS))
 def test_prompts_equal_spec_strings(task, lang):
     example = QA if task == "mlqa" else SUM

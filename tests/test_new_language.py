@@ -48,15 +48,6 @@ def write_swahili_pool(path: Path, n: int = 20) -> Path:
 
 
 @pytest.fixture
-def restore_registry():
-    saved = {name: (dict(s.templates), dict(s.max_new)) for name, s in tasks._TASKS.items()}
-    yield
-    for name, (templates, max_new) in saved.items():
-        tasks._TASKS[name].templates = templates
-        tasks._TASKS[name].max_new = max_new
-
-
-@pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
     """`grasp-lora ARGS...` in this process, in a scratch folder; returns (exit code, stderr)."""
     from grasp_lora.cli import main

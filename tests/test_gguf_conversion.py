@@ -2,7 +2,7 @@
 
 Fast tests write a tiny GGUF here, and check the real embedded Gemma 3 270M as every command
 loads it: converted once into the default cache root ($GRASP_LORA_CACHE or ~/.cache/grasp-lora),
-which test_tokenize reuses (same xdist work unit, conftest.py). The `slow` tests (`.ci/run`'s
+which test_real_gemma_tokenizer_encodes_training_examples below reuses. The `slow` tests (`.ci/run`'s
 second tier) also read the GGUF directly with transformers and compare it with the conversion.
 """
 

@@ -24,7 +24,7 @@ TEMPLATE = "Jibu swali kwa kutumia muktadha.\nMuktadha:{context}\nSwali:{questio
 PROMPT = r'data.prompts={sw: {template: "Jibu swali kwa kutumia muktadha.\nMuktadha:{context}\nSwali:{question}\nJibu:"}}'
 SW = f"data.target_lang=sw data.target_data=sw.jsonl '{PROMPT}'"
 # What README "Your own data" shows (sw.jsonl: one {"id", "context", "question", "answers"} per
-# line; the demo recipe's sizes take 64 rows, 20 + 12 + 8 + 24).
+# line; the demo recipe's sizes take 52 rows, 20 + 12 + 8 + 12).
 COMMANDS = f"""
 grasp-lora prepare demo {SW} --run-dir runs/sw
 grasp-lora train-adapter demo {SW} --lang target --run-dir runs/sw

@@ -190,8 +190,9 @@ def child_experiment(parent, cfg, root: str | Path, fresh: bool = True):
 
 def encode_rows(exp, cfg, rows: list[dict]) -> list[dict]:
     from grasp_lora.data.encode import encode_rows as encode
+    from grasp_lora.data.tasks import task_spec
 
-    return encode(exp.base.tokenizer, rows, cfg.data.task, cfg.data.target_lang, cfg.data.max_length,
+    return encode(exp.base.tokenizer, rows, task_spec(cfg.data), cfg.data.target_lang, cfg.data.max_length,
                   cfg.data.max_article_tokens)
 
 

@@ -627,10 +627,7 @@ def adapter_key(exp, adapter: Path) -> str:
 
 def split_examples(exp, tok, split: str) -> list[dict]:
     """The target split encoded as the runs encode their training and validation examples."""
-    lang = exp.cfg.data.target_lang
-    if hasattr(exp, "examples"):
-        return exp.examples(tok, lang, split)
-    return C.encode_rows(exp, exp.cfg, exp.rows(lang, split))
+    return C.encode_rows(exp, exp.cfg, exp.rows(exp.cfg.data.target_lang, split))
 
 
 def score_test_loss(exp, adapter: Path, split: str = "test") -> dict[str, Any]:

@@ -8,11 +8,6 @@ hands the next is on disk (adapters, p* in the controller's result.json), which 
 killed run resume. The fixed-ratio runs (adaptive merge, final runs, grid points, Optuna trials)
 all go through one "train at ratio" callable, `StageContext.merged_run` by default.
 
-Training stages hand the trainers rows already encoded with the run's prompts
-(`StageContext.examples`: `tasks.task_spec(cfg.data)`, the task's templates plus `data.prompts`),
-which the trainers pass through (`data.encode.encode_rows`), so a language given its prompt in the
-recipe trains on that prompt everywhere.
-
 Several processes: every process calls every stage in the same order; see grasp_lora.pipeline.
 """
 
@@ -67,15 +62,6 @@ class StageContext:
 
         return load_split(self.layout.data_dir, lang, split)
 
-    def examples(self, tok, lang: str, split: str, cfg: Config | None = None) -> list[dict]:
-        """The rows of one split encoded for training (input_ids + labels) with the prompts of
-        `cfg.data` (default: the run's): `tasks.task_spec`, the task's templates plus data.prompts."""
-        from grasp_lora.data.encode import encode_rows
-        from grasp_lora.data.tasks import task_spec
-
-        d = (cfg or self.cfg).data
-        return encode_rows(tok, self.rows(lang, split), task_spec(d), lang, d.max_length, d.max_article_tokens)
-
     def skip(self, path: Path, what: str) -> bool:
         """True when the unit in `path` is complete; otherwise the unit is about to run: this
         process takes its lock (grasp_lora.run_lock; UnitBusyError when another process holds
@@ -126,8 +112,7 @@ class StageContext:
         lang = cfg.data.target_lang
         model, tok = self.base.fresh()
         return merged_finetune(
-            cfg, model, tok, self.layout.source_target_adapters, self.examples(tok, lang, "train", cfg),
-            self.examples(tok, lang, "val", cfg), out,
+            cfg, model, tok, self.layout.source_target_adapters, self.rows(lang, "train"), self.rows(lang, "val"), out,
             ratio=ratio, kind=kind, base_model_name=cfg.model.name, progress=self.progress, hooks=hooks,
         )
 
@@ -144,6 +129,7 @@ def prepare(ctx: StageContext) -> Path:
 
 def adapters(ctx: StageContext, langs: Sequence[str] | None = None) -> list[Path]:
     """Stage-1 adapters of the source and target language, or just `langs`; returns their folders."""
+    from grasp_lora.data.tasks import task_spec
     from grasp_lora.training.adapters import train_adapter
 
     d = ctx.cfg.data
@@ -155,7 +141,7 @@ def adapters(ctx: StageContext, langs: Sequence[str] | None = None) -> list[Path
             continue
         model, tok = ctx.base.fresh()
         train_adapter(
-            model, tok, ctx.examples(tok, lang, "train"), ctx.examples(tok, lang, "val"), d.task, lang, ctx.cfg, out,
+            model, tok, ctx.rows(lang, "train"), ctx.rows(lang, "val"), task_spec(d), lang, ctx.cfg, out,
             base_model_name=ctx.cfg.model.name, progress=ctx.progress,
         )
     return outs
@@ -229,10 +215,9 @@ def controller_runs(ctx: StageContext) -> list[Path]:
         if ctx.skip(out, what):
             continue
         model, tok = ctx.base.fresh()
-        cfg = controller_config(ctx.cfg, seed)
         res = run_grasp_search(
-            cfg, model, tok, ctx.layout.source_target_adapters, ctx.examples(tok, lang, "train", cfg),
-            ctx.examples(tok, lang, "val", cfg), ctx.examples(tok, lang, "micro_dev", cfg), out, progress=ctx.progress,
+            controller_config(ctx.cfg, seed), model, tok, ctx.layout.source_target_adapters, ctx.rows(lang, "train"),
+            ctx.rows(lang, "val"), ctx.rows(lang, "micro_dev"), out, progress=ctx.progress,
         )
         ctx.log(f"       p* = {res['p_star']:.4f} ({res['p_star_rule']}), {res['rounds']} rounds")
     return outs

@@ -12,9 +12,9 @@ def encode_rows(
     tokenizer: Any, rows: Sequence[Mapping[str, Any]], task: str | TaskSpec, lang: str, max_length: int,
     max_long_tokens: int | None = None,
 ) -> list[dict[str, list[int]]]:
-    """Encode prepared rows; rows that are already encoded (input_ids + labels) pass through: a
-    caller that knows the run's prompts encodes with `tasks.task_spec(cfg.data)` as `task` (the
-    stages do, `StageContext.examples`), and a task name uses the registered templates."""
+    """Encode prepared rows; rows that are already encoded (input_ids + labels) pass through. `task`:
+    a run's `tasks.task_spec(cfg.data)` (its templates plus data.prompts), or a task name (the
+    registered templates)."""
     out = []
     for row in rows:
         if "input_ids" in row and "labels" in row:

@@ -19,6 +19,7 @@ import torch
 
 from grasp_lora.config import Config
 from grasp_lora.data.encode import encode_rows
+from grasp_lora.data.tasks import TaskSpec, get_task
 from grasp_lora.io import MANIFEST, Timer, write_manifest
 from grasp_lora.training.loop import train
 
@@ -65,7 +66,7 @@ def train_adapter(
     tokenizer: Any,
     train_rows: Sequence[Mapping[str, Any]],
     val_rows: Sequence[Mapping[str, Any]],
-    task: str,
+    task: str | TaskSpec,
     lang: str,
     cfg: Config,
     out_dir: str | Path,
@@ -132,7 +133,7 @@ def train_adapter(
         manifest.update(write_manifest(
             tmp,
             stage="train_adapter",
-            task=task,
+            task=get_task(task).name,
             lang=lang,
             base_model=base_model_name,
             seed=seed,

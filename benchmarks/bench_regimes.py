@@ -532,8 +532,16 @@ REGIMES_V2: dict[str, dict[str, Any]] = {
                      "calibration": {"file": "bench_summaries.json", "kind": "summaries", "key": "ar_256", "points": 8,
                                      "train": 40, "val": 20, "epochs": 2}},
 }
-SUITE_V2 = ["demo", "demo_lr3e-3", "demo_few_source", "demo_lora_scaling", "demo_lr1e-4", "demo_more_data",
-            "xquad_ar", "xquad_zh", "summaries_zh"]
+# The suite, in the order `--phase all` takes cases (seed-major, so an interrupted suite has every
+# regime at the same number of seeds): three demo regimes whose v1 curves had their best low (demo),
+# in the middle (lr 3e-3, few source) and at the top (lora scaling), and real XQuAD en -> ar, zh.
+SUITE_V2 = ["demo", "demo_lr3e-3", "demo_few_source", "demo_lora_scaling", "xquad_ar", "xquad_zh"]
+# Defined and runnable (--regimes), after the suite: real summaries and the two costliest regimes
+# (demo_lr1e-4 is 2.9x a demo case: 10 epochs; demo_more_data 1.5x).
+EXTRA_V2 = ["summaries_zh", "demo_more_data", "demo_lr1e-4"]
+# The methods `--phase all` runs for every case: the shipped default controller, the paper's
+# controller (the ablation the next issue starts from), Optuna at the default's CPU budget.
+ALL_CONTROLLERS = ["default", "paper"]
 
 
 def method_name(label: str) -> str:
@@ -743,8 +751,9 @@ def run_case_controller(args, name: str, seed: int, variant: str) -> None:
 
 def run_case_optuna(args, name: str, seed: int) -> None:
     """Optuna TPE + Hyperband over [p_min, p_max] with GRASP's CPU seconds for this case (its
-    controller run + final run) as its budget (wall-clock of the search: run with --threads 1 on an
-    otherwise idle core, where the two agree). Its returned adapter (the best trial's) is scored."""
+    controller run + final run) as its budget, counted in the search's own CPU seconds and spent
+    whole (`budget_rule="spend"`: trials start while half a trial's cost is left, so the search
+    ends as near the budget as whole trials allow). Its returned adapter (the best trial's) is scored."""
     from grasp_lora.io import manifest_complete, read_json
 
     path = record_path(args, name, seed)
@@ -757,7 +766,8 @@ def run_case_optuna(args, name: str, seed: int) -> None:
     exp = C.child_experiment(parent, parent.cfg, parent.root / "optuna", fresh=False)
     folder = exp.layout.optuna_dir(seed)
     # a finished search is read, not resumed: a second call would start a new budget
-    res = read_json(folder / "result.json") if manifest_complete(folder) else exp.optuna(OPTUNA_MAX_TRIALS, budget)[seed]
+    res = (read_json(folder / "result.json") if manifest_complete(folder)
+           else exp.optuna(OPTUNA_MAX_TRIALS, budget, budget_clock="cpu", budget_rule="spend")[seed])
     spent = 0.0
     for t in res["trials"]:
         f = Path(t["dir"]) / "result.json"
@@ -1091,7 +1101,8 @@ def print_plan(plans: list[dict[str, Any]]) -> None:
     total = sum(p["cpu_hours"] for p in plans)
     print(f"\nsuite: {len(plans)} regimes, {sum(len(p['seeds']) for p in plans)} cases, about {total:.1f} CPU hours "
           f"({total / 2:.1f} h on 2 cores with two processes at --threads 1); the default controller and Optuna only: "
-          f"each further variant adds about its controller + final run per case")
+          f"each further controller (--phase all adds {', '.join(ALL_CONTROLLERS[1:])}) adds about its controller + final "
+          f"run per case")
 
 
 def v2_phase(args, regimes: list[str]) -> None:
@@ -1105,6 +1116,64 @@ def v2_phase(args, regimes: list[str]) -> None:
                 run_case_optuna(args, name, seed)
             else:
                 fill_metrics(args, name, seed)
+
+
+def case_done(case: dict[str, Any], controllers: Sequence[str] = ALL_CONTROLLERS) -> bool:
+    """Whether a case record holds every method `--phase all` runs."""
+    points = (case.get("grid") or {}).get("points") or []
+    return (len(points) == len(case.get("grid_ratios") or GRID) and case.get("no_pruning") is not None
+            and all(v in (case.get("controllers") or {}) for v in controllers) and case.get("optuna") is not None)
+
+
+def claim(args, name: str, seed: int) -> bool:
+    """Take case (name, seed) for this process: a claim file holding its pid, created exclusively;
+    a claim whose process is gone (a killed suite) is taken over. Cases resume from their cache,
+    so taking over a half-done case loses nothing finished."""
+    import os
+
+    folder = args.records / ".claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    f = folder / f"{name}_seed{seed}"
+    for _ in range(2):
+        try:
+            fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(f.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid == os.getpid():
+                return True
+            try:
+                if pid:
+                    os.kill(pid, 0)
+                    return False  # another live process has it
+            except ProcessLookupError:
+                pass
+            f.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as out:
+            out.write(str(os.getpid()))
+        return True
+    return False
+
+
+def run_all(args, regimes: list[str]) -> None:
+    """Every case of the suite, seed-major, each to the end before the next (grid and no pruning,
+    then each of ALL_CONTROLLERS with its final run, then Optuna at the default's CPU budget),
+    skipping finished cases and cases another live process has claimed: start this in two
+    processes at --threads 1 to use both cores; start it again after a crash to go on."""
+    args.skip_metric = True
+    for seed in args.seeds:
+        for name in regimes:
+            if case_done(read_case(record_path(args, name, seed))) or not claim(args, name, seed):
+                continue
+            C._log(args.quiet)(f"[case] {name} seed {seed}")
+            run_case_grid(args, name, seed)
+            for variant in ALL_CONTROLLERS:
+                if variant not in read_case(record_path(args, name, seed)).get("controllers", {}):
+                    run_case_controller(args, name, seed, variant)
+            run_case_optuna(args, name, seed)
 
 
 def summarize_v2(args, regimes: list[str] | None) -> dict[str, Any]:
@@ -1126,8 +1195,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="v1: the committed suite (one data split, hits); v2: independent cases judged on test loss")
     ap.add_argument("--regimes", default=None, help="comma-separated (default: every v1 regime / SUITE_V2)")
     ap.add_argument("--seeds", default=None, help=f"comma-separated (default v1 {SEEDS}, v2 {SEEDS_V2})")
-    ap.add_argument("--phase", choices=["grid", "controller", "optuna", "metric"], default="grid",
-                    help="metric (v2 only): the task metric of every method's pick still missing one")
+    ap.add_argument("--phase", choices=["grid", "controller", "optuna", "metric", "all"], default="grid",
+                    help="metric (v2 only): the task metric of every method's pick still missing one; all (v2 only): "
+                         "every unfinished, unclaimed case to the end, without the metric")
     ap.add_argument("--variant", default="default", help=f"controller variant ({', '.join(VARIANTS)})")
     ap.add_argument("--controller-set", dest="controller_overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="extra controller overrides (the variant is then recorded with them)")
@@ -1157,6 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown regimes {unknown} (known: {', '.join(known)})")
     if args.variant not in VARIANTS:
         ap.error(f"unknown variant {args.variant!r} (known: {', '.join(VARIANTS)})")
+    if args.phase == "all" and args.controller_overrides:
+        ap.error("--phase all runs the suite's own controllers (ALL_CONTROLLERS); use --phase controller for --controller-set")
     if args.plan:
         print_plan([regime_plan(name, args.seeds, args.overrides) for name in regimes])
         return 0
@@ -1167,8 +1239,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n" + markdown_v2(board))
         C.write_report(json.loads(json.dumps(board, default=str)), args.out or SCOREBOARD_V2)
         return 0
-    if not v2 and args.phase == "metric":
-        ap.error("--phase metric belongs to --suite v2")
+    if not v2 and args.phase in ("metric", "all"):
+        ap.error(f"--phase {args.phase} belongs to --suite v2")
     if args.summarize:
         report = {"regimes": {}}
         for name in regimes:
@@ -1193,7 +1265,10 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     C.ignore_scratch(args.work)
     if v2:
-        v2_phase(args, regimes)
+        if args.phase == "all":
+            run_all(args, regimes)
+        else:
+            v2_phase(args, regimes)
         return 0
     for name in regimes:
         out = args.out or C.RESULTS_DIR / f"bench_regimes_{name}.json"

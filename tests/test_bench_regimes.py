@@ -122,12 +122,14 @@ def test_the_half_fidelity_rule_picks_by_each_grid_points_first_epoch(tmp_path):
 
 
 def test_suite_v2_has_six_regimes_four_seeds_and_every_case_its_own_split_and_judging_set():
-    from benchmarks.bench_regimes import REGIMES_V2, SEEDS_V2, SUITE_V2, regime_v2_config
+    from benchmarks.bench_regimes import EXTRA_V2, REGIMES_V2, SEEDS_V2, SUITE_V2, regime_v2_config
 
     assert len(SUITE_V2) >= 6 and len(SEEDS_V2) >= 4 and len(set(SEEDS_V2)) == len(SEEDS_V2)
-    # the v1 regimes with a ratio effect, the paper's lr, real XQuAD both ways, real summaries, lots of data
-    assert {"demo", "demo_lr3e-3", "demo_few_source", "demo_lora_scaling", "demo_lr1e-4", "demo_more_data",
-            "xquad_ar", "xquad_zh", "summaries_zh"} <= set(SUITE_V2) and "demo_qkv_mlp" not in SUITE_V2
+    # v1's regimes with a ratio effect (best low, middle, high) and real XQuAD both ways; then real
+    # summaries, the paper's lr and lots of data, defined and runnable after the suite
+    assert SUITE_V2 == ["demo", "demo_lr3e-3", "demo_few_source", "demo_lora_scaling", "xquad_ar", "xquad_zh"]
+    assert sum("data" in REGIMES_V2[r] for r in SUITE_V2) >= 2 and "demo_qkv_mlp" not in REGIMES_V2
+    assert set(SUITE_V2) | set(EXTRA_V2) | {"summaries_ar"} == set(REGIMES_V2)
     for name in REGIMES_V2:
         for seed in SEEDS_V2[:2]:
             cfg = regime_v2_config(name, seed)
@@ -196,7 +198,7 @@ def test_the_plan_estimates_each_regime_from_the_committed_grid_points(capsys):
         assert 30 < p["point_cpu_s"] < 2000 and p["cpu_hours"] > 0
     assert main(["--plan"]) == 0
     out = capsys.readouterr().out
-    assert "xquad_ar" in out and "CPU hours" in out and "36 cases" in out
+    assert "xquad_ar" in out and "CPU hours" in out and "24 cases" in out
 
 
 def fake_case(regime, seed, curve, grasp_ratio, np_val=1.5, real=False):
@@ -321,6 +323,44 @@ def test_the_v2_summary_reads_the_case_records_and_writes_a_new_scoreboard(tmp_p
     assert [r["name"] for r in json.loads(out.read_text())["regimes"]] == ["r_same"]
 
 
+def _done_case():
+    return {"grid_ratios": GRID, "grid": {"points": [{"ratio": r} for r in GRID]}, "no_pruning": {},
+            "controllers": {"default": {}, "paper": {}}, "optuna": {}}
+
+
+def test_a_case_is_done_only_with_every_grid_point_and_method():
+    from benchmarks.bench_regimes import case_done
+
+    assert case_done(_done_case())
+    for missing in ("no_pruning", "optuna"):
+        assert not case_done({k: v for k, v in _done_case().items() if k != missing})
+    short = _done_case() | {"grid": {"points": [{"ratio": r} for r in GRID[:-1]]}}
+    assert not case_done(short) and not case_done({})
+    assert not case_done(_done_case() | {"controllers": {"default": {}}})
+
+
+def test_a_claim_belongs_to_one_live_process_and_a_dead_ones_is_taken_over(tmp_path):
+    import argparse
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.bench_regimes import claim
+
+    args = argparse.Namespace(records=tmp_path)
+    assert claim(args, "demo", 42) and claim(args, "demo", 42)  # ours, and still ours
+    f = tmp_path / ".claims" / "demo_seed42"
+    assert f.read_text() == str(os.getpid())
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        f.write_text(str(live.pid))
+        assert not claim(args, "demo", 42)  # a live process holds it
+    finally:
+        live.kill()
+        live.wait()
+    assert claim(args, "demo", 42) and f.read_text() == str(os.getpid())  # its process is gone: taken over
+
+
 def test_the_cli_keeps_the_suites_apart():
     from benchmarks.bench_regimes import main
 
@@ -330,6 +370,10 @@ def test_the_cli_keeps_the_suites_apart():
         main(["--phase", "metric", "--regimes", "demo"])  # v2's phase
     with pytest.raises(SystemExit):
         main(["--suite", "v2", "--regimes", "demo_qkv_mlp", "--phase", "grid"])  # v1 only
+    with pytest.raises(SystemExit):
+        main(["--phase", "all", "--regimes", "demo"])  # v2's phase
+    with pytest.raises(SystemExit):
+        main(["--suite", "v2", "--phase", "all", "--controller-set", "controller.sigma_init=0.2"])  # its own controllers
 
 
 def test_a_later_phase_refuses_settings_other_than_the_cases_own(tmp_path):

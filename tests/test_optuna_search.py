@@ -16,6 +16,7 @@ from grasp_lora.search.optuna_search import (
     STUDY_NAME,
     EpochReporter,
     OptunaNotInstalledError,
+    budget_allows,
     run_optuna_search,
     trial_dir,
 )
@@ -78,6 +79,30 @@ def test_search_writes_results_and_resumes_without_redoing_trials(exp, tmp_path)
 def test_budget_still_runs_one_trial_on_a_new_study(exp, tmp_path):
     res = search(exp, 42, tmp_path / "optuna", n_trials=4, budget_s=1e-9)
     assert res["trials_run_this_call"] == 1 and res["n_finished"] == 1 and res["stopped_by"] == "budget"
+
+
+def test_budget_rules_fit_never_overspends_spend_stops_nearest_the_budget():
+    # 10 s budget, trials of 4 s: fit runs 2 (a third would end at 12 s); spend runs 3, since 2 s,
+    # half a trial, were left after the second.
+    def trials(rule, cost=4.0, budget=10.0):
+        spent = 0.0
+        while budget_allows(spent, cost, budget, rule):
+            spent += cost
+        return spent
+    assert trials("fit") == 8.0 and trials("spend") == 12.0
+    assert trials("fit", cost=3.0) == 9.0 and trials("spend", cost=3.0) == 9.0  # 1 s left < half a trial
+    assert trials("spend", cost=6.0) == 12.0 and trials("fit", cost=6.0) == 6.0
+    assert not budget_allows(10.0, 0.0, 10.0, "spend")  # a spent budget starts nothing
+
+
+def test_cpu_clock_budget_records_each_trials_cost_and_the_spend(exp, tmp_path):
+    res = search(exp, 42, tmp_path / "optuna", n_trials=6, budget_s=1e-9, budget_clock="cpu", budget_rule="spend")
+    assert res["trials_run_this_call"] == 1 and res["stopped_by"] == "budget"
+    assert res["budget_clock"] == "cpu" and res["budget_rule"] == "spend"
+    (trial,) = res["trials"]
+    assert trial["cpu_s"] > 0 and res["spent_s"] >= trial["cpu_s"]
+    with pytest.raises(ValueError, match="budget_clock"):
+        search(exp, 42, tmp_path / "other", n_trials=1, budget_s=1.0, budget_clock="gpu")
 
 
 def test_interrupted_trial_is_failed_and_its_ratio_retried(exp, tmp_path):

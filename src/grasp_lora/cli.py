@@ -125,7 +125,8 @@ def cmd_search(args) -> int:
             print(f"selected ratio over seeds {sel['seeds']}: {sel['selected_ratio']:.2f}  ({exp.grid_summary_path})")
     elif args.method == "optuna":
         budget = None if args.budget_minutes is None else 60 * args.budget_minutes
-        for seed, res in exp.optuna(n_trials=args.trials, budget_s=budget).items():
+        for seed, res in exp.optuna(n_trials=args.trials, budget_s=budget, budget_clock=args.budget_clock,
+                                    budget_rule=args.budget_rule).items():
             print(f"seed {seed}: Optuna best ratio = {res['best_ratio']:.4f} over {len(res['trials'])} trials "
                   f"({exp.layout.optuna_dir(seed)})")
     return 0
@@ -302,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optuna: TPE + Hyperband over the ratio (pip install grasp-lora[optuna])")
     p.add_argument("--trials", type=int, default=8, help="optuna only: number of trials")
     p.add_argument("--budget-minutes", type=float, help="optuna only: stop starting trials after this budget")
+    p.add_argument("--budget-clock", choices=["wall", "cpu"], default="wall",
+                   help="optuna only: what the budget counts (cpu: this process's CPU time)")
+    p.add_argument("--budget-rule", choices=["fit", "spend"], default="fit",
+                   help="optuna only: fit: start a trial only if it should end within the budget; "
+                        "spend: while half a trial is left (ends nearest the budget)")
     p.add_argument("--point", type=int, help="grid only: run just grid point I (for schedulers); then `collect`")
     recipe_cmd("collect", "gather finished grid points and pick the best ratio", cmd_collect)
     p = recipe_cmd("finetune", "the final merge + prune run (default ratio: the controller's p*)", cmd_finetune)

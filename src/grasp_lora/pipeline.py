@@ -121,8 +121,8 @@ class Experiment(StageContext):
     def collect(self) -> dict[str, Any]:
         return stages.collect(self)
 
-    def optuna(self, n_trials: int = 8, budget_s: float | None = None) -> dict[int, dict[str, Any]]:
-        return stages.optuna(self, self.merged_run, n_trials, budget_s)
+    def optuna(self, n_trials: int = 8, budget_s: float | None = None, **budget: str) -> dict[int, dict[str, Any]]:
+        return stages.optuna(self, self.merged_run, n_trials, budget_s, **budget)
 
     def systems(self) -> dict[str, dict[str, Any]]:
         return compared.systems(self)

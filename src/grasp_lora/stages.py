@@ -286,9 +286,10 @@ def collect(ctx: StageContext) -> dict[str, Any]:
 
 
 def optuna(ctx: StageContext, train_at: TrainAtRatio, n_trials: int = 8,
-           budget_s: float | None = None) -> dict[int, dict[str, Any]]:
+           budget_s: float | None = None, **budget: str) -> dict[int, dict[str, Any]]:
     """Optuna's TPE + Hyperband over the ratio, per seed (a baseline users would reach for; not a
-    pipeline stage). Returns each seed's search result."""
+    pipeline stage). `budget`: run_optuna_search's budget_clock / budget_rule. Returns each seed's
+    search result."""
     from grasp_lora.search.optuna_search import run_optuna_search
 
     for d in ctx.layout.source_target_adapters:
@@ -297,5 +298,5 @@ def optuna(ctx: StageContext, train_at: TrainAtRatio, n_trials: int = 8,
     if not ctx.rows(ctx.cfg.data.target_lang, "val"):
         raise StageError("the Optuna search selects by validation loss: the target val split is empty")
     return {seed: run_optuna_search(train_at, seed_config(ctx.cfg, seed), ctx.layout.optuna_dir(seed),
-                                    n_trials=n_trials, budget_s=budget_s, log=ctx.log)
+                                    n_trials=n_trials, budget_s=budget_s, log=ctx.log, **budget)
             for seed in ctx.cfg.pipeline.seeds}

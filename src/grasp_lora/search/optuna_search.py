@@ -19,9 +19,13 @@ so it could only save validation forwards (a few percent of a trial), not traini
 
 Storage: SQLite at <out_dir>/study.db, loaded if it exists, so a killed search resumes: finished
 trials (complete or pruned) are kept, a trial left running by a dead process is marked failed and
-its ratio re-queued. `n_trials` is the total of finished trials wanted; `budget_s` (wall-clock
-of this call) stops starting trials once the next one would not fit (judged by the median time
-of the finished trials; at least one trial always runs). Results: <out_dir>/result.json and a
+its ratio re-queued. `n_trials` is the total of finished trials wanted; `budget_s` (seconds of
+this call, on `budget_clock`: "wall" or "cpu", this process's CPU time) bounds the trials started,
+judged by the median cost of the finished trials, with at least one trial always run.
+`budget_rule` says how: "fit" starts a trial only if it is expected to end within the budget (the
+search never overspends, and on average leaves half a trial unspent); "spend" starts one while at
+least half a trial's cost is left (the search ends as near its budget as whole trials allow, over or
+under, so a comparison at equal cost gives Optuna all of it). Results: <out_dir>/result.json and a
 manifest; trial i lives in <out_dir>/trial_<i>/ (adapter/, result.json, train_log.jsonl).
 
 Single process: the trial hook reports to the study from the process it runs in.
@@ -97,6 +101,29 @@ class EpochReporter:
             state.stop = True  # the loop ends after this epoch (best epoch still restored)
 
 
+BUDGET_CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def budget_allows(spent: float, expected: float, budget: float, rule: str) -> bool:
+    """Whether a search that has spent `spent` of `budget` starts a trial expected to cost
+    `expected`: "fit" only when it should end within the budget; "spend" while at least half of it
+    is left (overspending by at most half a trial, as it underspends by at most half a trial)."""
+    if spent >= budget:
+        return False
+    if rule == "fit":
+        return spent + expected <= budget
+    return budget - spent >= expected / 2.0
+
+
+def _cost(t, clock: str) -> Optional[float]:
+    """A finished trial's cost on the budget's clock (wall-clock from Optuna's own timestamps
+    for trials stored before the cost was recorded)."""
+    stored = t.user_attrs.get(f"{clock}_s")
+    if stored is not None:
+        return float(stored)
+    return _duration(t) if clock == "wall" else None
+
+
 def _duration(t) -> Optional[float]:
     if t.datetime_start is None or t.datetime_complete is None:
         return None
@@ -123,6 +150,8 @@ def run_optuna_search(
     n_trials: int,
     budget_s: Optional[float] = None,
     *,
+    budget_clock: str = "wall",
+    budget_rule: str = "fit",
     startup_trials: int = 3,
     reduction_factor: int = 3,
     log: Callable[[str], None] = logger.info,
@@ -141,6 +170,11 @@ def run_optuna_search(
         raise ValueError(f"n_trials: must be >= 1, got {n_trials}")
     if budget_s is not None and budget_s <= 0:
         raise ValueError(f"budget_s: must be > 0 or None, got {budget_s}")
+    if budget_clock not in BUDGET_CLOCKS:
+        raise ValueError(f"budget_clock: one of {sorted(BUDGET_CLOCKS)}, got {budget_clock!r}")
+    if budget_rule not in ("fit", "spend"):
+        raise ValueError(f"budget_rule: 'fit' or 'spend', got {budget_rule!r}")
+    clock = BUDGET_CLOCKS[budget_clock]
     seed = cfg.train.seed
     c = cfg.controller
 
@@ -173,7 +207,7 @@ def run_optuna_search(
             log(f"       optuna: trial {t.number} was interrupted; ratio {t.params['ratio']:.4f} re-queued")
 
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
-    started = time.perf_counter()
+    started, started_clock = time.perf_counter(), clock()
     stopped_by = "n_trials"
     ran = 0
     while True:
@@ -181,11 +215,10 @@ def run_optuna_search(
         if len(finished) >= n_trials:
             break
         if budget_s is not None and finished:
-            elapsed = time.perf_counter() - started
-            complete = [d for t in finished if t.state == TrialState.COMPLETE and (d := _duration(t)) is not None]
-            durations = complete or [d for t in finished if (d := _duration(t)) is not None]
-            expected = statistics.median(durations) if durations else 0.0
-            if elapsed >= budget_s or elapsed + expected > budget_s:
+            costs = [_cost(t, budget_clock) for t in finished]
+            complete = [c for t, c in zip(finished, costs) if t.state == TrialState.COMPLETE and c is not None]
+            known = complete or [c for c in costs if c is not None]
+            if not budget_allows(clock() - started_clock, statistics.median(known) if known else 0.0, budget_s, budget_rule):
                 stopped_by = "budget"
                 break
         trial = study.ask()
@@ -193,11 +226,13 @@ def run_optuna_search(
         tdir = trial_dir(out, trial.number)
         log(f"[run]  optuna trial {trial.number} (seed {seed}): ratio {ratio:.4f}")
         hook = EpochReporter(trial)
+        trial_started = clock()
         try:
             res = train_at(cfg, tdir, ratio=ratio, kind="optuna_trial", hooks=[hook])
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
+        trial.set_user_attr(f"{budget_clock}_s", clock() - trial_started)
         trial.set_user_attr("real_sparsity", res["real_sparsity"])
         trial.set_user_attr("best_epoch", res["best_epoch"])
         trial.set_user_attr("epochs_run", len(res["epochs"]))
@@ -233,6 +268,9 @@ def run_optuna_search(
         "trials_run_this_call": ran,
         "stopped_by": stopped_by,
         "budget_s": budget_s,
+        "budget_clock": budget_clock,
+        "budget_rule": budget_rule,
+        "spent_s": clock() - started_clock,
         "wall_clock_s": time.perf_counter() - started,
         "total_trial_s": sum(t["duration_s"] or 0.0 for t in trials if t["state"] in ("complete", "pruned")),
         "bounds": [c.p_min, c.p_max],

@@ -615,10 +615,14 @@ def case_experiment(args, name: str, seed: int):
 
     cfg = regime_v2_config(name, seed, args.overrides, data_overrides(args, name))
     recorded = read_case(record_path(args, name, seed)).get("config_hash")
-    if recorded is not None and recorded != config_hash(cfg):
-        raise SystemExit(f"{name} seed {seed}: the case was started with other settings (config hash {recorded}, now "
-                         f"{config_hash(cfg)}); pass the same --set overrides, or use another --work and --records")
     root = case_root(args, name, seed)
+    if recorded is not None and recorded != config_hash(cfg):
+        changed = settings_changed(root / "config.yaml", cfg)
+        if changed is None or changed:
+            what = "" if not changed else " (" + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()) + ")"
+            raise SystemExit(f"{name} seed {seed}: the case was started with other settings (config hash {recorded}, "
+                             f"now {config_hash(cfg)}){what}; pass the same --set overrides, or use another --work "
+                             "and --records")
     root.mkdir(parents=True, exist_ok=True)
     exp = Experiment(cfg, root=root, progress=not args.quiet, log=C._log(args.quiet))
     save_config(cfg, root / "config.yaml")
@@ -626,6 +630,19 @@ def case_experiment(args, name: str, seed: int):
         exp.prepare()
         exp.adapters()
     return exp, t
+
+
+def settings_changed(saved: Path, cfg) -> dict[str, tuple[Any, Any]] | None:
+    """What differs between the config a case saved and `cfg`, as a run folder's resume judges it:
+    a key the package added since, at the value that keeps the old behaviour, is no difference
+    (`fingerprint.ADDED_KEYS`). None when the case saved no config."""
+    import yaml
+
+    from grasp_lora.fingerprint import _diff, flatten
+
+    if not saved.is_file():
+        return None
+    return _diff(flatten(yaml.safe_load(saved.read_text())), flatten(cfg.to_dict()))
 
 
 def adapter_key(exp, adapter: Path) -> str:

@@ -339,6 +339,24 @@ def test_a_case_is_done_only_with_every_grid_point_and_method():
     assert not case_done(_done_case() | {"controllers": {"default": {}}})
 
 
+def test_a_case_saved_before_a_key_was_added_keeps_its_settings(tmp_path):
+    import yaml
+
+    from benchmarks.bench_regimes import regime_v2_config, settings_changed
+    from grasp_lora.config import save_config
+
+    cfg = regime_v2_config("demo", 42)
+    save_config(cfg, tmp_path / "config.yaml")
+    assert settings_changed(tmp_path / "config.yaml", cfg) == {}
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["data"].pop("prompts") == {}  # written before data.prompts existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert settings_changed(tmp_path / "config.yaml", cfg) == {}
+    assert settings_changed(tmp_path / "config.yaml", regime_v2_config("demo", 42, ["train.lr=2e-3"])) == {
+        "train.lr": (0.001, 0.002)}
+    assert settings_changed(tmp_path / "missing.yaml", cfg) is None
+
+
 def test_a_claim_belongs_to_one_live_process_and_a_dead_ones_is_taken_over(tmp_path):
     import argparse
     import os

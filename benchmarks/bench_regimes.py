@@ -110,6 +110,11 @@ VARIANTS: dict[str, list[str]] = {
                         "controller.budget_grid_points=3"],
     # the dense run scored at once (immediate reward), standardized advantages, same budget
     "dense_budget3": ["controller.variant=dense", "controller.budget_grid_points=3"],
+    # issue 33's designs: no round wasted at a bound, controller + final run within 3.3 grid points
+    "bounded": ["controller.variant=bounded"],
+    # the same controller stopped within 1.3 grid points: with its final run and the anchor (a
+    # finished run at HEDGE_ANCHOR, the grid's point there) it is the method `hedged`, 3.3 in all
+    "bounded_short": ["controller.variant=bounded", "controller.budget_grid_points=1.3"],
 }
 
 
@@ -458,7 +463,7 @@ def markdown(board: dict[str, Any]) -> str:
 #     secondary column (they favour in-sample pickers: grid8 hits every case by construction).
 
 SEEDS_V2 = [42, 1337, 9001, 31337]
-METHODS = ["grasp", "grid3", "grid8", "optuna", "constant", "no_pruning"]
+METHODS = ["grasp", "grid3", "grid8", "optuna", "constant", "no_pruning", "paper", "bounded", "hedged"]
 DEFAULT_METHOD = "grasp"
 DEFAULT_VARIANT_LABEL = "default"  # `--variant default`: the method `grasp`
 METRIC_OF_TASK = {"mlqa": "f1", "xlsum": "rouge_l"}
@@ -542,6 +547,13 @@ EXTRA_V2 = ["summaries_zh", "demo_more_data", "demo_lr1e-4"]
 # The methods `--phase all` runs for every case: the shipped default controller, the paper's
 # controller (the ablation the next issue starts from), Optuna at the default's CPU budget.
 ALL_CONTROLLERS = ["default", "paper"]
+# Issue 33's designs, run after the suite's own methods (`--phase all --controllers ...`).
+DESIGN_CONTROLLERS = ["bounded", "bounded_short"]
+# The hedge (Hyperband's full-budget bracket): the controller's answer against a finished run at a
+# low ratio, the better on validation returned. A grid point is exactly that finished run (same
+# recipe, seed and ratio), so the anchor's run is read from the case's grid, its cost counted.
+HEDGE_ANCHOR = 0.2
+HEDGED = {"hedged": "bounded_short"}  # derived method -> the controller variant it hedges
 
 
 def method_name(label: str) -> str:
@@ -860,6 +872,15 @@ def case_methods(case: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out[method_name(label)] = row(c["p_star"], c["val_loss"], c, spent,
                                       controller_cpu_s=c.get("controller_cpu_s"), final_cpu_s=c.get("final_cpu_s"),
                                       rounds=c.get("rounds"))
+    for method, label in HEDGED.items():
+        c, anchor = (case.get("controllers") or {}).get(label), _at(points, HEDGE_ANCHOR)
+        if c is not None and anchor is not None:
+            ctrl_cpu = (c.get("controller_cpu_s") or 0.0) + (c.get("final_cpu_s") or 0.0)
+            pick, ratio = ((c, c["p_star"]) if (c["val_loss"], c["p_star"]) <= (anchor["val_loss"], HEDGE_ANCHOR)
+                           else (anchor, HEDGE_ANCHOR))
+            out[method] = row(ratio, pick["val_loss"], pick, ctrl_cpu + (anchor.get("cpu_s") or 0.0),
+                              controller_cpu_s=c.get("controller_cpu_s"), final_cpu_s=c.get("final_cpu_s"),
+                              anchor_cpu_s=anchor.get("cpu_s"), rounds=c.get("rounds"))
     if (o := case.get("optuna")) is not None:
         out["optuna"] = row(o["best_ratio"], o["best_val_loss"], o, o.get("cpu_s"), budget_cpu_s=o.get("budget_cpu_s"),
                             trials=o.get("n_finished"))
@@ -896,7 +917,10 @@ def three_seed_cost(method: str, row: dict[str, Any], point_cpu_s: float) -> flo
     """A method's CPU seconds for a three-seed result, the paper's protocol: a controller run (or
     an Optuna search) once, then its ratio trained at the other seeds (GRASP: the final run three
     times; Optuna: its best trial is one seed's run, two more runs); a grid at every seed (the
-    pipeline's selection is the mean over seeds); constant and no pruning: three runs."""
+    pipeline's selection is the mean over seeds); constant and no pruning: three runs; a hedge: its
+    controller, final and anchor runs once, then the ratio it returned at the other two seeds."""
+    if "anchor_cpu_s" in row:
+        return (row["cpu_s"] or 0.0) + 2 * point_cpu_s
     if "controller_cpu_s" in row:
         return (row.get("controller_cpu_s") or 0.0) + 3 * (row.get("final_cpu_s") or 0.0)
     if method == "optuna":
@@ -1175,19 +1199,19 @@ def claim(args, name: str, seed: int) -> bool:
     return False
 
 
-def run_all(args, regimes: list[str]) -> None:
+def run_all(args, regimes: list[str], controllers: Sequence[str] = ALL_CONTROLLERS) -> None:
     """Every case of the suite, seed-major, each to the end before the next (grid and no pruning,
-    then each of ALL_CONTROLLERS with its final run, then Optuna at the default's CPU budget),
+    then each of `controllers` with its final run, then Optuna at the default's CPU budget),
     skipping finished cases and cases another live process has claimed: start this in two
     processes at --threads 1 to use both cores; start it again after a crash to go on."""
     args.skip_metric = True
     for seed in args.seeds:
         for name in regimes:
-            if case_done(read_case(record_path(args, name, seed))) or not claim(args, name, seed):
+            if case_done(read_case(record_path(args, name, seed)), controllers) or not claim(args, name, seed):
                 continue
             C._log(args.quiet)(f"[case] {name} seed {seed}")
             run_case_grid(args, name, seed)
-            for variant in ALL_CONTROLLERS:
+            for variant in controllers:
                 if variant not in read_case(record_path(args, name, seed)).get("controllers", {}):
                     run_case_controller(args, name, seed, variant)
             run_case_optuna(args, name, seed)
@@ -1218,6 +1242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="default", help=f"controller variant ({', '.join(VARIANTS)})")
     ap.add_argument("--controller-set", dest="controller_overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="extra controller overrides (the variant is then recorded with them)")
+    ap.add_argument("--controllers", type=lambda v: [x for x in v.split(",") if x], default=[],
+                    help=f"--phase all: controller variants to run after {ALL_CONTROLLERS} (issue 33's: "
+                         f"{','.join(DESIGN_CONTROLLERS)})")
     ap.add_argument("--data", type=Path, help="folder with xquad.{en,ar,zh}.dev.json (the xquad_* regimes)")
     ap.add_argument("--summaries-data", type=Path, help="folder with english_dev.jsonl, ... (the summaries_* regimes, v2)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -1244,6 +1271,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown regimes {unknown} (known: {', '.join(known)})")
     if args.variant not in VARIANTS:
         ap.error(f"unknown variant {args.variant!r} (known: {', '.join(VARIANTS)})")
+    if unknown_ctrl := [c for c in args.controllers if c not in VARIANTS]:
+        ap.error(f"--controllers: unknown variants {unknown_ctrl} (known: {', '.join(VARIANTS)})")
     if args.phase == "all" and args.controller_overrides:
         ap.error("--phase all runs the suite's own controllers (ALL_CONTROLLERS); use --phase controller for --controller-set")
     if args.plan:
@@ -1283,7 +1312,7 @@ def main(argv: list[str] | None = None) -> int:
     C.ignore_scratch(args.work)
     if v2:
         if args.phase == "all":
-            run_all(args, regimes)
+            run_all(args, regimes, [*ALL_CONTROLLERS, *(c for c in args.controllers if c not in ALL_CONTROLLERS)])
         else:
             v2_phase(args, regimes)
         return 0

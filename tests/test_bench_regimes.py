@@ -254,6 +254,26 @@ def test_each_methods_answer_is_read_off_the_case_record():
         assert {"ratio", "val_loss", "test_loss", "test_metric", "cpu_s"} <= set(row)
 
 
+def test_the_hedge_returns_the_better_on_validation_of_its_controller_and_the_anchor_and_pays_for_both():
+    from benchmarks.bench_regimes import HEDGE_ANCHOR, case_methods, three_seed_cost
+
+    case = fake_case("r", 1, SAME, 0.45)  # SAME: the grid point at 0.2 has val loss 1.2
+    short = {"p_star": 0.5, "val_loss": 1.1, "controller_cpu_s": 12.0, "final_cpu_s": 10.0, "key": "variants/short/final",
+             "test": {"loss": 1.15}, "rounds": 1}
+    case["controllers"]["bounded_short"] = short
+    hedged = case_methods(case)["hedged"]
+    assert (hedged["ratio"], hedged["val_loss"], hedged["test_loss"]) == (0.5, 1.1, 1.15)  # the controller's run
+    assert hedged["cpu_s"] == pytest.approx(12.0 + 10.0 + 10.0)  # controller + final + the anchor's grid point
+    assert three_seed_cost("hedged", hedged, 10.0) == pytest.approx(32.0 + 2 * 10.0)
+    case["controllers"]["bounded_short"] = short | {"val_loss": 1.3}
+    hedged = case_methods(case)["hedged"]
+    anchor = [p for p in case["grid"]["points"] if p["ratio"] == HEDGE_ANCHOR][0]
+    assert (hedged["ratio"], hedged["val_loss"], hedged["test_loss"]) == (HEDGE_ANCHOR, 1.2, anchor["test"]["loss"])
+    assert hedged["test_metric"] == case["metrics"][anchor["key"]]["f1"]
+    del case["controllers"]["bounded_short"]
+    assert "hedged" not in case_methods(case)
+
+
 def test_the_v2_scoreboard_has_the_issues_schema_and_its_statistics():
     from benchmarks.bench_regimes import scoreboard_v2
 
@@ -392,6 +412,8 @@ def test_the_cli_keeps_the_suites_apart():
         main(["--phase", "all", "--regimes", "demo"])  # v2's phase
     with pytest.raises(SystemExit):
         main(["--suite", "v2", "--phase", "all", "--controller-set", "controller.sigma_init=0.2"])  # its own controllers
+    with pytest.raises(SystemExit):
+        main(["--suite", "v2", "--phase", "all", "--controllers", "bounded,nope"])  # an unknown design
 
 
 def test_a_later_phase_refuses_settings_other_than_the_cases_own(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from grasp_lora.config import ControllerConfig, with_variant
-from grasp_lora.controller.grpo import GRPOController, GaussianPolicy, RatioScorer, bounded_step, policy_update
+from grasp_lora.controller.grpo import GRPOController, GaussianPolicy, RatioScorer, bounded_step, policy_update, reflect
 
 KW = dict(lr=0.05, kl_coef=0.05, entropy_bonus=0.01, p_min=0.1, p_max=0.8)
 
@@ -297,3 +297,48 @@ def test_fit_rule_in_the_controller_falls_back_to_final_without_three_ratios():
     c.history[0]["candidates"] = [0.2, 0.4, 0.6]
     c.history[0]["losses"] = [1.0, 0.9, 1.0]
     assert c.p_star() == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("x, expected", [(0.5, 0.5), (0.85, 0.75), (0.05, 0.15), (0.8, 0.8), (0.1, 0.1),
+                                         (1.55, 0.15), (-0.65, 0.75), (1.6, 0.2)])
+def test_reflect_mirrors_at_each_bound_as_often_as_it_takes(x, expected):
+    assert reflect(x, 0.1, 0.8) == pytest.approx(expected)
+
+
+def test_reflected_draws_near_a_bound_are_distinct_where_clamped_ones_pile_up():
+    def first_round(sampling):
+        cfg = ControllerConfig(seed=3, p_init=0.8, candidates=8, sampling=sampling)
+        c = GRPOController(cfg)
+        c.policy.mu = 0.8  # the mean at the top bound: half the draws fall beyond it
+        return c.run_round(10, FnScorer(lambda r: r))["candidates"]
+
+    clamped, reflected = first_round("clamp"), first_round("reflect")
+    assert clamped.count(0.8) >= 2 and len(set(reflected)) == 8 and max(reflected) < 0.8
+    # the same draws (same generator): within the range they agree, beyond it the excess is mirrored
+    draws = GaussianPolicy(0.8, 0.7 / 6).sample(np.random.default_rng(3), 8)
+    for z, c, r in zip(draws, clamped, reflected):
+        assert (c, r) == (pytest.approx((z, z)) if z <= 0.8 else (0.8, pytest.approx(1.6 - z)))
+
+
+def test_max_mu_step_bounds_the_policy_mean_per_round_and_one_is_no_bound():
+    # rewards that pull mu hard towards the top: unbounded it crosses most of the range at once
+    cands, rewards = [0.2, 0.75], [-1.0, 1.0]
+    free, _, _ = policy_update(0.3, 0.05, 0.3, cands, rewards, **KW, advantage="standardized")
+    bounded, _, _ = policy_update(0.3, 0.05, 0.3, cands, rewards, **KW, advantage="standardized", max_mu_step=0.15)
+    one, _, _ = policy_update(0.3, 0.05, 0.3, cands, rewards, **KW, advantage="standardized", max_mu_step=1.0)
+    assert free > 0.6 and bounded == pytest.approx(0.45) and one == free
+    down, _, _ = policy_update(0.7, 0.05, 0.7, cands, [1.0, -1.0], **KW, advantage="standardized", max_mu_step=0.15)
+    assert down == pytest.approx(0.55)
+
+
+def test_a_bounded_controller_never_moves_mu_more_than_its_bound():
+    c = GRPOController(with_variant(ControllerConfig(seed=0), "bounded"))
+    assert (c.cfg.sampling, c.cfg.max_mu_step) == ("reflect", 0.15)
+    s = FnScorer(lambda r: -10 * r)  # the higher the better, steeply: the paper's policy jumps
+    mus = [c.policy.mu]
+    for i in range(6):
+        rec = c.run_round(10 * (i + 1), s)
+        assert all(c.cfg.p_min <= x < c.cfg.p_max for x in rec["candidates"])
+        mus.append(rec["mu"])
+    assert all(abs(b - a) <= 0.15 + 1e-12 for a, b in zip(mus, mus[1:]))
+    assert mus[-1] > mus[0]  # it still goes where the reward is

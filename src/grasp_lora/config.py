@@ -135,7 +135,7 @@ class ControllerConfig:
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
     # Which controller (METHOD.md, "Controller variants"): a preset of controller/variants.py, which
-    # sets the seven keys below it; any of them set in the recipe or on the command line overrides
+    # sets the nine keys below it; any of them set in the recipe or on the command line overrides
     # the preset's value. The defaults here are the default preset's (dense_lookahead_budget).
     variant: str = DEFAULT_VARIANT
     fidelity: str = "fixed"  # fixed | authors (the released scripts; METHOD.md, "Fidelity")
@@ -149,6 +149,12 @@ class ControllerConfig:
     lookahead_steps: int = 10  # optimizer steps of the lookahead reward (unused by the immediate one)
     advantage: str = "standardized"  # centered (a_i = r_i - mean r, the paper) | standardized (GRPO's)
     p_star_rule: str = "final"  # final | best_trial | fit (a quadratic fitted to every scored candidate)
+    # clamp: a draw outside [p_min, p_max] is clamped to the bound (the paper; near a bound many
+    # candidates are the bound itself) | reflect: folded back into the range (distinct candidates)
+    sampling: str = "clamp"
+    # The most the policy mean may move in one round (1.0: no bound, the paper: one round's update can
+    # carry mu across the whole range)
+    max_mu_step: float = 1.0
     # When the controller run ends (METHOD.md, "Controller cost"); the final run is a separate run,
     # so rounds after the decision buy nothing. budget_grid_points: stop after the rounds that fit in
     # this many grid points of compute, counted in example passes (controller.budget) | null: none.
@@ -415,6 +421,8 @@ def validate(cfg: Config) -> None:
            f"controller.p_star_rule: expected final, best_trial or fit, got {c.p_star_rule!r}")
     _check(c.grad_accum >= 1, "controller.grad_accum: must be >= 1")
     _check(c.score_batch_size >= 1, "controller.score_batch_size: must be >= 1")
+    _check(c.sampling in ("clamp", "reflect"), f"controller.sampling: expected clamp or reflect, got {c.sampling!r}")
+    _check(0 < c.max_mu_step <= 1, f"controller.max_mu_step: must be in (0, 1] (1: no bound), got {c.max_mu_step}")
     _check(c.advantage in ("centered", "standardized"),
            f"controller.advantage: expected centered or standardized, got {c.advantage!r}")
     _check(c.reward in ("immediate", "lookahead"),

@@ -3,11 +3,12 @@
 State: committed ratio p_c and a Gaussian policy N(mu, sigma^2) over ratios. Each round:
  1. L0 = micro-dev loss with the committed mask;
  2. importance refresh (every round under `fidelity: fixed`; only the first round under `authors`);
- 3. C candidates rho_i = clamp(z_i, p_min, p_max), z_i ~ N(mu, sigma^2), own seeded generator;
+ 3. C candidates rho_i = clamp(z_i, p_min, p_max), z_i ~ N(mu, sigma^2), own seeded generator
+    (`sampling: reflect`: z_i folded back into the range instead);
  4. L_i = loss with candidate i's mask, r_i = L0 - L_i;
  5. a_i = r_i - mean(r), v = max(sigma^2, 1e-4),
     g_mu = mean(a_i (rho_i - mu) / v),  g_sigma = mean(a_i ((rho_i - mu)^2 / v - 1)),
-    mu <- clamp(mu + eta (g_mu - beta (mu - p_c)), p_min, p_max),
+    mu <- clamp(mu + eta (g_mu - beta (mu - p_c)), p_min, p_max)   (the move bounded by max_mu_step),
     sigma <- max(1e-3, sigma + eta g_sigma + lambda)       (old mu, sigma, p_c on the right);
  6. i* = argmax r (first on ties); if r_i* >= 0:
     p_c <- clamp(p_c + clip(rho_i* - p_c, -Delta, Delta), p_min, p_max) and commit the mask at the
@@ -35,6 +36,7 @@ __all__ = [
     "policy_update",
     "bounded_step",
     "clamp",
+    "reflect",
     "fitted_ratio",
     "SIGMA_FLOOR",
     "VARIANCE_FLOOR",
@@ -47,6 +49,14 @@ STD_FLOOR = 1e-12  # rewards whose spread is below this are equal: no direction 
 
 def clamp(x: float, lo: float, hi: float) -> float:
     return min(max(x, lo), hi)
+
+
+def reflect(x: float, lo: float, hi: float) -> float:
+    """x folded back into [lo, hi] at its bounds, as often as it takes (a mirror at each bound).
+    Unlike clamping, draws beyond a bound do not pile up on the bound itself."""
+    width = hi - lo
+    y = (x - lo) % (2.0 * width)
+    return lo + (y if y <= width else 2.0 * width - y)
 
 
 @dataclass
@@ -92,13 +102,15 @@ def policy_update(
     p_min: float,
     p_max: float,
     advantage: str = "centered",
+    max_mu_step: float = 1.0,
 ) -> tuple[float, float, list[float]]:
     """Step 5 of METHOD.md, "The GRASP controller". Returns (new mu, new sigma, advantages). Inputs
     are the values before the update (mu, sigma and p_c of this round, before its commit).
 
     advantage: "centered" (the paper: a_i = r_i - mean r) or "standardized" (GRPO's
     (r_i - mean r) / std r, population std; all zero when the rewards are all equal), which makes
-    the step size independent of the rewards' scale (micro-dev loss differences of ~0.01)."""
+    the step size independent of the rewards' scale (micro-dev loss differences of ~0.01).
+    max_mu_step bounds |new mu - mu| (1.0: no bound in a range within [0, 1])."""
     n = len(candidates)
     if n == 0 or n != len(rewards):
         raise ValueError(f"need as many rewards as candidates (>= 1), got {n} and {len(rewards)}")
@@ -112,7 +124,7 @@ def policy_update(
     v = max(sigma * sigma, VARIANCE_FLOOR)
     g_mu = sum(a * (rho - mu) / v for a, rho in zip(adv, candidates)) / n
     g_sigma = sum(a * ((rho - mu) ** 2 / v - 1.0) for a, rho in zip(adv, candidates)) / n
-    new_mu = clamp(mu + lr * (g_mu - kl_coef * (mu - p_c)), p_min, p_max)
+    new_mu = clamp(mu + clamp(lr * (g_mu - kl_coef * (mu - p_c)), -max_mu_step, max_mu_step), p_min, p_max)
     new_sigma = max(SIGMA_FLOOR, sigma + lr * g_sigma + entropy_bonus)
     return new_mu, new_sigma, adv
 
@@ -151,6 +163,9 @@ def bounded_step(p_c: float, target: float, max_step: float, p_min: float, p_max
     return clamp(p_c + clamp(target - p_c, -max_step, max_step), p_min, p_max)
 
 
+SAMPLING = {"clamp": clamp, "reflect": reflect}  # controller.sampling: a draw outside the range -> a candidate
+
+
 class GRPOController:
     def __init__(self, cfg: ControllerConfig) -> None:
         if not (0 <= cfg.p_min < cfg.p_max < 1):
@@ -159,6 +174,8 @@ class GRPOController:
             raise ValueError(f"controller: p_init {cfg.p_init} outside [{cfg.p_min}, {cfg.p_max}]")
         if cfg.candidates < 2:
             raise ValueError(f"controller: candidates must be >= 2, got {cfg.candidates}")
+        if cfg.sampling not in SAMPLING:
+            raise ValueError(f"controller: sampling must be one of {sorted(SAMPLING)}, got {cfg.sampling!r}")
         if cfg.fidelity not in ("fixed", "authors"):
             raise ValueError(f"controller: fidelity must be fixed or authors, got {cfg.fidelity!r}")
         self.cfg = cfg
@@ -188,7 +205,7 @@ class GRPOController:
             self.importance_ready = True
         # 3. candidates
         z = self.policy.sample(self.rng, cfg.candidates)
-        candidates = [clamp(zi, cfg.p_min, cfg.p_max) for zi in z]
+        candidates = [SAMPLING[cfg.sampling](zi, cfg.p_min, cfg.p_max) for zi in z]
         # 4. score each candidate mask (the scorer restores the weights after each)
         losses = [float(scorer.candidate_loss(rho)) for rho in candidates]
         rewards = [l0 - li for li in losses]
@@ -201,7 +218,7 @@ class GRPOController:
         new_mu, new_sigma, adv = policy_update(
             mu, sigma, p_c, candidates, rewards,
             lr=cfg.policy_lr, kl_coef=cfg.kl_coef, entropy_bonus=cfg.entropy_bonus,
-            p_min=cfg.p_min, p_max=cfg.p_max, advantage=cfg.advantage,
+            p_min=cfg.p_min, p_max=cfg.p_max, advantage=cfg.advantage, max_mu_step=cfg.max_mu_step,
         )
         self.policy.mu, self.policy.sigma = new_mu, new_sigma
         # 6. commit

@@ -31,10 +31,12 @@ class ControllerPreset:
     advantage: str  # centered (the paper) | standardized (GRPO's)
     p_star_rule: str  # final | best_trial | fit
     budget_grid_points: Optional[float]  # the run stops within this many grid points of compute; None: no budget
+    sampling: str = "clamp"  # clamp (the paper) | reflect (draws folded back into the range)
+    max_mu_step: float = 1.0  # the most mu moves in one round (1.0: no bound, the paper)
 
 
 PRESET_KEYS = ("fidelity", "train_under_mask", "reward", "lookahead_steps", "advantage", "p_star_rule",
-               "budget_grid_points")
+               "budget_grid_points", "sampling", "max_mu_step")
 
 # Lookahead steps are counted at the paper's K = 10 (a recipe with another K sets lookahead_steps itself,
 # as configs/demo.yaml does). The immediate-reward presets carry 20 too: unused, but the value their
@@ -67,6 +69,13 @@ VARIANTS: dict[str, ControllerPreset] = {
         "compute (METHOD.md, 'Controller cost')",
         fidelity="fixed", train_under_mask=False, reward="lookahead", lookahead_steps=10, advantage="standardized",
         p_star_rule="final", budget_grid_points=3.0),
+    # Issue 33's first design: no round wasted at a bound (draws reflected into the range, mu moves
+    # at most 0.15 a round), and a budget that leaves the final run inside 3.3 grid points in all.
+    "bounded": ControllerPreset(
+        "dense_lookahead_budget with candidates reflected into the range, mu moving at most 0.15 a round, "
+        "stopped within 2.3 grid points (controller + final run within 3.3)",
+        fidelity="fixed", train_under_mask=False, reward="lookahead", lookahead_steps=10, advantage="standardized",
+        p_star_rule="final", budget_grid_points=2.3, sampling="reflect", max_mu_step=0.15),
 }
 
 DEFAULT_VARIANT = "dense_lookahead_budget"

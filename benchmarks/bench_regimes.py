@@ -641,7 +641,23 @@ def case_experiment(args, name: str, seed: int):
     with C.CpuWallTimer() as t:
         exp.prepare()
         exp.adapters()
+    digests = stage1_digests(exp)
+    recorded = read_case(record_path(args, name, seed)).get("stage1_digests")
+    if recorded is not None and recorded != digests:
+        # the cache is gone (a new session's fresh clone) and stage 1 was trained again: its runs
+        # would not continue the recorded ones
+        raise SystemExit(f"{name} seed {seed}: the stage-1 adapters trained now differ from the ones the case's "
+                         f"recorded runs used ({digests} vs {recorded}); the case cannot be continued, start it again "
+                         f"(delete {record_path(args, name, seed)})")
     return exp, t
+
+
+def stage1_digests(exp) -> dict[str, str]:
+    """The SHA-256 of each stage-1 adapter's weights: a later session, whose fresh clone has no
+    cache, retrains them, and may continue the case only if they come out the same."""
+    from grasp_lora.fingerprint import file_digest
+
+    return {Path(d).name: file_digest(Path(d) / "adapter_model.safetensors") for d in exp.layout.source_target_adapters}
 
 
 def settings_changed(saved: Path, cfg) -> dict[str, tuple[Any, Any]] | None:
@@ -728,8 +744,11 @@ def run_case_grid(args, name: str, seed: int) -> None:
     exp, stage1 = case_experiment(args, name, seed)
     header = case_header(exp, name, seed) | {"user_overrides": list(args.overrides)}
 
+    digests = stage1_digests(exp)
+
     def start(case):
         case.update(header)
+        case["stage1_digests"] = digests
         if stage1.cpu_s > 1.0 or "stage1_cpu_s" not in case:  # a cached stage 1 costs nothing now
             case["stage1_cpu_s"] = stage1.cpu_s
 
@@ -1161,9 +1180,29 @@ def v2_phase(args, regimes: list[str]) -> None:
 
 def case_done(case: dict[str, Any], controllers: Sequence[str] = ALL_CONTROLLERS) -> bool:
     """Whether a case record holds every method `--phase all` runs."""
+    return (grid_done(case) and all(v in (case.get("controllers") or {}) for v in controllers)
+            and case.get("optuna") is not None)
+
+
+# Wall seconds per estimated CPU second of a case (one thread per process on its own core, plus
+# whatever else runs on the machine).
+ESTIMATE_MARGIN = 1.15
+
+
+def case_estimate_s(name: str, case: dict[str, Any], controllers: Sequence[str]) -> float:
+    """The wall seconds the rest of a case should take (`regime_plan`'s estimate, without the
+    metric), each missing controller counted as the default's controller + final run."""
+    phases = regime_plan(name, [0])["phases_cpu_s"]
+    todo = 0.0 if grid_done(case) else phases["grid"]
+    todo += phases["controller"] * sum(v not in (case.get("controllers") or {}) for v in controllers)
+    todo += 0.0 if case.get("optuna") is not None else phases["optuna"]
+    return ESTIMATE_MARGIN * todo
+
+
+def grid_done(case: dict[str, Any]) -> bool:
+    """Whether the record holds the case's whole grid and its no-pruning run."""
     points = (case.get("grid") or {}).get("points") or []
-    return (len(points) == len(case.get("grid_ratios") or GRID) and case.get("no_pruning") is not None
-            and all(v in (case.get("controllers") or {}) for v in controllers) and case.get("optuna") is not None)
+    return len(points) == len(case.get("grid_ratios") or GRID) and case.get("no_pruning") is not None
 
 
 def claim(args, name: str, seed: int) -> bool:
@@ -1202,19 +1241,30 @@ def claim(args, name: str, seed: int) -> bool:
 def run_all(args, regimes: list[str], controllers: Sequence[str] = ALL_CONTROLLERS) -> None:
     """Every case of the suite, seed-major, each to the end before the next (grid and no pruning,
     then each of `controllers` with its final run, then Optuna at the default's CPU budget),
+    skipping cases whose estimate does not fit before `args.finish_by`,
     skipping finished cases and cases another live process has claimed: start this in two
     processes at --threads 1 to use both cores; start it again after a crash to go on."""
+    import time
+
     args.skip_metric = True
     for seed in args.seeds:
         for name in regimes:
-            if case_done(read_case(record_path(args, name, seed)), controllers) or not claim(args, name, seed):
+            case = read_case(record_path(args, name, seed))
+            if case_done(case, controllers):
+                continue
+            if args.finish_by is not None and time.time() + case_estimate_s(name, case, controllers) > args.finish_by:
+                C._log(False)(f"[skip] {name} seed {seed}: its estimated time does not fit before --finish-by")
+                continue
+            if not claim(args, name, seed):
                 continue
             C._log(args.quiet)(f"[case] {name} seed {seed}")
-            run_case_grid(args, name, seed)
+            if not grid_done(read_case(record_path(args, name, seed))):  # else read from the record, not rerun
+                run_case_grid(args, name, seed)
             for variant in controllers:
                 if variant not in read_case(record_path(args, name, seed)).get("controllers", {}):
                     run_case_controller(args, name, seed, variant)
-            run_case_optuna(args, name, seed)
+            if read_case(record_path(args, name, seed)).get("optuna") is None:
+                run_case_optuna(args, name, seed)
 
 
 def summarize_v2(args, regimes: list[str] | None) -> dict[str, Any]:
@@ -1228,6 +1278,20 @@ def summarize_v2(args, regimes: list[str] | None) -> dict[str, Any]:
     board = scoreboard_v2(cases)
     board["records"] = str(args.records)
     return board
+
+
+def clock_time(value: str) -> float:
+    """'HH:MM' -> the epoch seconds of the next such time of day (local)."""
+    import datetime as dt
+
+    try:
+        hh, mm = (int(x) for x in value.split(":"))
+        at = dt.datetime.now().replace(hour=hh, minute=mm, second=0, microsecond=0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HH:MM, got {value!r}") from None
+    if at <= dt.datetime.now():
+        at += dt.timedelta(days=1)
+    return at.timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1255,6 +1319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=Path, default=RECORDS_V2, help="v2: folder of the case records (%(default)s)")
     ap.add_argument("--skip-metric", action="store_true", help="v2: no generation in this phase (--phase metric later)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--finish-by", type=clock_time, default=None, metavar="HH:MM",
+                    help="--phase all: start only cases whose estimated time ends before this time of day (local; "
+                         "the next such time), e.g. the end of a session whose cache does not survive it")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--plan", action="store_true", help="run nothing: v2's regimes, sizes and estimated CPU hours")
     ap.add_argument("--markdown", action="store_true", help="with --summarize: also print BENCHMARKS.md's tables")

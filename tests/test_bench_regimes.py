@@ -399,6 +399,40 @@ def test_a_claim_belongs_to_one_live_process_and_a_dead_ones_is_taken_over(tmp_p
     assert claim(args, "demo", 42) and f.read_text() == str(os.getpid())  # its process is gone: taken over
 
 
+def test_run_all_continues_each_case_from_its_record_and_starts_only_cases_that_fit_the_deadline(tmp_path, monkeypatch):
+    import argparse
+    import json
+    import time
+
+    import benchmarks.bench_regimes as B
+
+    calls = []
+    monkeypatch.setattr(B, "run_case_grid", lambda a, n, s: calls.append(("grid", n, s)))
+    monkeypatch.setattr(B, "run_case_controller", lambda a, n, s, v: calls.append((v, n, s)))
+    monkeypatch.setattr(B, "run_case_optuna", lambda a, n, s: calls.append(("optuna", n, s)))
+    done = _done_case()
+    # demo seed 1: grid, default and Optuna recorded (a killed session); seed 2: finished; seed 3: nothing
+    (tmp_path / "demo_seed1.json").write_text(json.dumps({"case": {k: v for k, v in done.items() if k != "controllers"}
+                                                          | {"controllers": {"default": {}}}}))
+    (tmp_path / "demo_seed2.json").write_text(json.dumps({"case": done}))
+    args = argparse.Namespace(records=tmp_path, seeds=[1, 2, 3], quiet=True, finish_by=None)
+    B.run_all(args, ["demo"], ["default", "paper"])
+    assert calls == [("paper", "demo", 1), ("grid", "demo", 3), ("default", "demo", 3), ("paper", "demo", 3),
+                     ("optuna", "demo", 3)]
+    calls.clear()
+    (tmp_path / "demo_seed1.json").write_text(json.dumps({"case": {k: v for k, v in done.items() if k != "controllers"}
+                                                          | {"controllers": {"default": {}}}}))
+    # an hour left: the missing controller of seed 1 fits, a whole case (seed 3) does not
+    est1 = B.case_estimate_s("demo", json.loads((tmp_path / "demo_seed1.json").read_text())["case"], ["default", "paper"])
+    est3 = B.case_estimate_s("demo", {}, ["default", "paper"])
+    assert est1 < 3600 < est3
+    B.run_all(argparse.Namespace(records=tmp_path, seeds=[1, 2, 3], quiet=True, finish_by=time.time() + 3600), ["demo"])
+    assert calls == [("paper", "demo", 1)]
+    assert B.clock_time("23:59") > time.time()
+    with pytest.raises(argparse.ArgumentTypeError):
+        B.clock_time("7pm")
+
+
 def test_the_cli_keeps_the_suites_apart():
     from benchmarks.bench_regimes import main
 

@@ -120,11 +120,13 @@ def test_optuna_search_through_the_cli(reference_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     proc = run_cli(["search", "demo", *TINY_OVERRIDES, "--run-dir", str(run), "--quiet", "--method", "optuna",
-                    "--trials", "2"], root / "cache")
+                    "--trials", "2", "--budget-minutes", "60", "--budget-clock", "cpu", "--budget-rule", "spend"],
+                   root / "cache")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Optuna best ratio" in proc.stdout
     result = json.loads((run / "seed_42/optuna/result.json").read_text())
-    assert len(result["trials"]) == 2
+    assert len(result["trials"]) == 2 and result["stopped_by"] == "n_trials"
+    assert (result["budget_s"], result["budget_clock"], result["budget_rule"]) == (3600, "cpu", "spend")
     complete = [t for t in result["trials"] if t["state"] == "complete"]
     best = min(complete, key=lambda t: t["value"])  # the lowest validation loss of the finished trials
     assert (result["best_ratio"], result["best_val_loss"]) == (best["ratio"], best["value"])

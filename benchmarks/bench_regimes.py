@@ -115,6 +115,9 @@ VARIANTS: dict[str, list[str]] = {
     # the same controller stopped within 1.3 grid points: with its final run and the anchor (a
     # finished run at HEDGE_ANCHOR, the grid's point there) it is the method `hedged`, 3.3 in all
     "bounded_short": ["controller.variant=bounded", "controller.budget_grid_points=1.3"],
+    # late probing: the dense run's whole schedule, then the rounds at its best weights (2.3 grid
+    # points with them, 3.3 with the final run)
+    "late_probe": ["controller.variant=late_probe"],
 }
 
 
@@ -463,7 +466,7 @@ def markdown(board: dict[str, Any]) -> str:
 #     secondary column (they favour in-sample pickers: grid8 hits every case by construction).
 
 SEEDS_V2 = [42, 1337, 9001, 31337]
-METHODS = ["grasp", "grid3", "grid8", "optuna", "constant", "no_pruning", "paper", "bounded", "hedged"]
+METHODS = ["grasp", "grid3", "grid8", "optuna", "constant", "no_pruning", "paper", "bounded", "hedged", "late_probe"]
 DEFAULT_METHOD = "grasp"
 DEFAULT_VARIANT_LABEL = "default"  # `--variant default`: the method `grasp`
 METRIC_OF_TASK = {"mlqa": "f1", "xlsum": "rouge_l"}
@@ -548,7 +551,7 @@ EXTRA_V2 = ["summaries_zh", "demo_more_data", "demo_lr1e-4"]
 # controller (the ablation the next issue starts from), Optuna at the default's CPU budget.
 ALL_CONTROLLERS = ["default", "paper"]
 # Issue 33's designs, run after the suite's own methods (`--phase all --controllers ...`).
-DESIGN_CONTROLLERS = ["bounded", "bounded_short"]
+DESIGN_CONTROLLERS = ["bounded", "bounded_short", "late_probe"]
 # The hedge (Hyperband's full-budget bracket): the controller's answer against a finished run at a
 # low ratio, the better on validation returned. A grid point is exactly that finished run (same
 # recipe, seed and ratio), so the anchor's run is read from the case's grid, its cost counted.

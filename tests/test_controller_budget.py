@@ -37,3 +37,14 @@ def test_rounds_within_budget_is_the_floor_of_what_fits(budget, lookahead, expec
 def test_the_tighter_cap_wins():
     assert round_cap(None, None) is None
     assert round_cap(4, None) == 4 and round_cap(None, 6) == 6 and round_cap(4, 6) == 4 and round_cap(9, 6) == 6
+
+
+def test_late_probing_pays_for_the_whole_run_first_and_its_rounds_train_no_k_steps():
+    point = grid_point_passes(32, 12, 2)
+    per_round = round_passes(0, 3, 8, 5)
+    assert per_round == 4 * 5 + 4 * 8 / 3
+    for budget in (1.5, 2.3, 3.0):
+        n = rounds_within_budget(budget, n_train=32, n_val=12, epochs=2, every_k_steps=5, candidates=3, micro_dev=8,
+                                 lookahead_steps=5, rounds_at="end")
+        assert n == max(1, int((budget - 1) * point // per_round))
+        assert point + n * per_round <= budget * point or n == 1

@@ -46,7 +46,7 @@ def test_runs_recorded_before_presets_keep_their_fingerprint(case):
 
 
 # Presets added after the fixture was recorded (no run made before can have used them).
-NEW_SINCE_FIXTURE = {"bounded"}
+NEW_SINCE_FIXTURE = {"bounded", "late_probe"}
 
 
 def test_the_fixture_covers_every_preset_and_shipped_recipe():
@@ -88,4 +88,10 @@ def test_bounded_is_the_default_with_reflected_draws_a_bounded_mu_step_and_a_sma
     # the keys the package added keep every earlier preset's behaviour
     for name in VARIANTS.keys() - NEW_SINCE_FIXTURE:
         c = load_config(None, [f"controller.variant={name}"]).controller
-        assert (c.sampling, c.max_mu_step) == ("clamp", 1.0), name
+        assert (c.sampling, c.max_mu_step, c.rounds_at) == ("clamp", 1.0, "during"), name
+
+
+def test_late_probe_is_bounded_with_its_rounds_after_training_and_p_star_fitted():
+    bounded = controller_keys("mlqa_ar", ["controller.variant=bounded"])
+    late = controller_keys("mlqa_ar", ["controller.variant=late_probe"])
+    assert _diff(bounded, late) == {"controller.rounds_at": ("during", "end"), "controller.p_star_rule": ("final", "fit")}

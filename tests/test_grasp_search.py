@@ -38,7 +38,8 @@ def controller_run(exp: Experiment, out, cfg=None):
     model, tok = exp.base_model()
     result = run_grasp_search(cfg, model, tok, exp.source_target_adapters, exp.rows(lang, "train"),
                               exp.rows(lang, "val"), exp.rows(lang, "micro_dev"), out, progress=False)
-    return result, (out / "history.jsonl").read_text()
+    history = out / "history.jsonl"
+    return result, history.read_text() if history.exists() else ""  # a run with no round writes none
 
 
 def zero_share(model) -> float:
@@ -266,3 +267,38 @@ def test_a_budget_in_grid_points_sets_the_round_cap(exp, tmp_path):
                                     micro_dev=min(c.micro_dev_size, len(exp.rows(lang, "micro_dev"))),
                                     lookahead_steps=r.lookahead_steps)
     assert result["budget_rounds"] == expected == result["max_rounds"] == result["rounds"] == len(history.splitlines())
+
+
+def test_late_probing_trains_the_whole_schedule_then_scores_every_round_at_the_returned_weights(exp, tmp_path):
+    from grasp_lora.controller.budget import rounds_within_budget
+    from grasp_lora.io import read_jsonl
+
+    c = with_variant(exp.cfg.controller, "late_probe", lookahead_steps=2, budget_grid_points=4.0)
+    result, history = controller_run(exp, tmp_path / "late", replace(exp.cfg, controller=c))
+    lang = exp.cfg.data.target_lang
+    n_train = len(exp.rows(lang, "train"))
+    rounds = [json.loads(line) for line in history.splitlines()]
+    expected = rounds_within_budget(4.0, n_train=n_train, n_val=len(exp.rows(lang, "val")), epochs=exp.cfg.train.epochs,
+                                    every_k_steps=c.every_k_steps, candidates=c.candidates,
+                                    micro_dev=min(c.micro_dev_size, len(exp.rows(lang, "micro_dev"))),
+                                    lookahead_steps=2, rounds_at="end")
+    assert result["rounds_at"] == "end" and result["rounds"] == expected == len(rounds) >= 2
+    # the whole schedule trained (batch 1, every epoch), and every round at its last step
+    assert result["steps"] == n_train * exp.cfg.train.epochs
+    assert {r["step"] for r in rounds} == {result["steps"]}
+    epochs = [e for e in read_jsonl(tmp_path / "late" / "train_log.jsonl") if e.get("event") == "epoch"]
+    assert len(epochs) == exp.cfg.train.epochs
+    # the run trained dense: its validation is the plain merged run's, whatever the rounds chose
+    dense = with_variant(exp.cfg.controller, "dense_lookahead", lookahead_steps=2, max_rounds=10 ** 6, every_k_steps=10 ** 6)
+    plain, _ = controller_run(exp, tmp_path / "plain", replace(exp.cfg, controller=dense))
+    assert plain["rounds"] == 0 and plain["best_val_loss"] == result["best_val_loss"]
+    for r in rounds:
+        assert all(c.p_min <= x < c.p_max for x in r["candidates"])
+    assert c.p_min <= result["p_star"] <= c.p_max
+
+
+def test_late_probing_needs_a_cap_on_rounds():
+    from grasp_lora.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="rounds_at"):
+        load_config(None, ["controller.variant=late_probe", "controller.budget_grid_points=null"])

@@ -135,7 +135,7 @@ class ControllerConfig:
     grad_accum: int = 1  # the authors' controller runs: batch 1 x accumulation 1
     score_batch_size: int = 16  # micro-dev examples scored per forward
     # Which controller (METHOD.md, "Controller variants"): a preset of controller/variants.py, which
-    # sets the nine keys below it; any of them set in the recipe or on the command line overrides
+    # sets the ten keys below it; any of them set in the recipe or on the command line overrides
     # the preset's value. The defaults here are the default preset's (dense_lookahead_budget).
     variant: str = DEFAULT_VARIANT
     fidelity: str = "fixed"  # fixed | authors (the released scripts; METHOD.md, "Fidelity")
@@ -155,6 +155,11 @@ class ControllerConfig:
     # The most the policy mean may move in one round (1.0: no bound, the paper: one round's update can
     # carry mu across the whole range)
     max_mu_step: float = 1.0
+    # during: a round every K optimizer steps of the controller run (the paper) | end: the run trains
+    # its whole schedule first, then the rounds run back to back at its returned (best-epoch)
+    # weights, so every candidate is judged on a fully trained model (late probing; needs a cap on
+    # rounds: budget_grid_points or max_rounds)
+    rounds_at: str = "during"
     # When the controller run ends (METHOD.md, "Controller cost"); the final run is a separate run,
     # so rounds after the decision buy nothing. budget_grid_points: stop after the rounds that fit in
     # this many grid points of compute, counted in example passes (controller.budget) | null: none.
@@ -422,6 +427,10 @@ def validate(cfg: Config) -> None:
     _check(c.grad_accum >= 1, "controller.grad_accum: must be >= 1")
     _check(c.score_batch_size >= 1, "controller.score_batch_size: must be >= 1")
     _check(c.sampling in ("clamp", "reflect"), f"controller.sampling: expected clamp or reflect, got {c.sampling!r}")
+    _check(c.rounds_at in ("during", "end"), f"controller.rounds_at: expected during or end, got {c.rounds_at!r}")
+    _check(c.rounds_at == "during" or c.budget_grid_points is not None or c.max_rounds is not None,
+           "controller.rounds_at: end runs its rounds after training, so it needs a cap: set "
+           "controller.budget_grid_points or controller.max_rounds")
     _check(0 < c.max_mu_step <= 1, f"controller.max_mu_step: must be in (0, 1] (1: no bound), got {c.max_mu_step}")
     _check(c.advantage in ("centered", "standardized"),
            f"controller.advantage: expected centered or standardized, got {c.advantage!r}")

@@ -49,7 +49,8 @@ _DATA = (
 # manifest that lacks the key and a config that holds this value are not a change of setting.
 ADDED_KEYS: dict[str, Any] = {"data.split_by": "question", "data.max_article_tokens": None,
                               "controller.max_rounds": None, "controller.budget_grid_points": None,
-                              "data.prompts": {}, "controller.sampling": "clamp", "controller.max_mu_step": 1.0}
+                              "data.prompts": {}, "controller.sampling": "clamp", "controller.max_mu_step": 1.0,
+                              "controller.rounds_at": "during"}
 # How training examples are encoded (data.prompts: the configured prompt templates and limits).
 _EXAMPLES = ("data.task", "data.max_length", "data.max_article_tokens", "data.prompts")
 _EVAL = ("data.task", "data.target_lang", "data.max_total_generation", "data.max_article_tokens", "data.prompts",

@@ -5,7 +5,8 @@ training example forward and backward is one pass, one forward alone (scoring, v
 of one (the backward costs about twice the forward). A grid point is one final run: every training
 example once per epoch, and the validation set once per epoch. A controller round is K batch-1
 steps of the run itself, the lookahead's training of each scored mask (C candidates and p_c's own),
-and the micro-dev scoring of those C + 1 masks. Counting passes instead of seconds keeps the
+and the micro-dev scoring of those C + 1 masks. Late probing (`rounds_at: end`) first pays for the
+whole run, one grid point, and its rounds train no K steps of their own. Counting passes instead of seconds keeps the
 number of rounds, hence the run, deterministic; `result.json` records the seconds it really took.
 """
 
@@ -25,16 +26,22 @@ def grid_point_passes(n_train: int, n_val: int, epochs: int) -> float:
 
 
 def round_passes(every_k_steps: int, candidates: int, micro_dev: int, lookahead_steps: int) -> float:
-    """Example passes of one controller round on a batch-1 run (lookahead_steps 0: immediate reward)."""
+    """Example passes of one controller round on a batch-1 run (lookahead_steps 0: immediate reward;
+    every_k_steps 0: a round after training, late probing)."""
     masks = candidates + 1  # the candidates and p_c's own mask for L0
     return every_k_steps + masks * lookahead_steps + masks * FORWARD_SHARE * micro_dev
 
 
 def rounds_within_budget(budget_grid_points: float, *, n_train: int, n_val: int, epochs: int, every_k_steps: int,
-                         candidates: int, micro_dev: int, lookahead_steps: int) -> int:
+                         candidates: int, micro_dev: int, lookahead_steps: int, rounds_at: str = "during") -> int:
     """The most rounds whose passes, with the validation pass that ends the run, fit in the budget
-    (at least 1: a controller run that scores nothing has no answer)."""
-    budget = budget_grid_points * grid_point_passes(n_train, n_val, epochs) - FORWARD_SHARE * n_val
+    (at least 1: a controller run that scores nothing has no answer). `rounds_at="end"`: the whole
+    run (one grid point) first, then rounds without training steps of their own."""
+    point = grid_point_passes(n_train, n_val, epochs)
+    if rounds_at == "end":
+        budget, every_k_steps = budget_grid_points * point - point, 0
+    else:
+        budget = budget_grid_points * point - FORWARD_SHARE * n_val
     per_round = round_passes(every_k_steps, candidates, micro_dev, lookahead_steps)
     return max(1, math.floor(budget / per_round + 1e-9))
 

@@ -33,10 +33,11 @@ class ControllerPreset:
     budget_grid_points: Optional[float]  # the run stops within this many grid points of compute; None: no budget
     sampling: str = "clamp"  # clamp (the paper) | reflect (draws folded back into the range)
     max_mu_step: float = 1.0  # the most mu moves in one round (1.0: no bound, the paper)
+    rounds_at: str = "during"  # during (every K steps, the paper) | end (after the whole schedule: late probing)
 
 
 PRESET_KEYS = ("fidelity", "train_under_mask", "reward", "lookahead_steps", "advantage", "p_star_rule",
-               "budget_grid_points", "sampling", "max_mu_step")
+               "budget_grid_points", "sampling", "max_mu_step", "rounds_at")
 
 # Lookahead steps are counted at the paper's K = 10 (a recipe with another K sets lookahead_steps itself,
 # as configs/demo.yaml does). The immediate-reward presets carry 20 too: unused, but the value their
@@ -76,6 +77,15 @@ VARIANTS: dict[str, ControllerPreset] = {
         "stopped within 2.3 grid points (controller + final run within 3.3)",
         fidelity="fixed", train_under_mask=False, reward="lookahead", lookahead_steps=10, advantage="standardized",
         p_star_rule="final", budget_grid_points=2.3, sampling="reflect", max_mu_step=0.15),
+    # Issue 33's late probing: the dense run trains its whole schedule, then every round scores its
+    # candidates on those finished weights (each trained lookahead_steps under its mask), so no
+    # ratio is judged on a model a few steps into training. All rounds see the same weights, so
+    # p* fits one curve through every candidate scored (`fit`).
+    "late_probe": ControllerPreset(
+        "the dense run's whole schedule, then rounds back to back at its best weights (lookahead of 10 steps, "
+        "reflected draws, mu moving at most 0.15 a round), p* fitted through every candidate, within 2.3 grid points",
+        fidelity="fixed", train_under_mask=False, reward="lookahead", lookahead_steps=10, advantage="standardized",
+        p_star_rule="fit", budget_grid_points=2.3, sampling="reflect", max_mu_step=0.15, rounds_at="end"),
 }
 
 DEFAULT_VARIANT = "dense_lookahead_budget"

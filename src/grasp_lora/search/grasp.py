@@ -77,7 +77,7 @@ def run_grasp_search(
     budget_rounds = None if c.budget_grid_points is None else rounds_within_budget(
         c.budget_grid_points, n_train=len(train_set), n_val=len(val_set), epochs=cfg.train.epochs,
         every_k_steps=c.every_k_steps, candidates=c.candidates, micro_dev=len(micro_set),
-        lookahead_steps=c.lookahead_steps if c.reward == "lookahead" else 0)
+        lookahead_steps=c.lookahead_steps if c.reward == "lookahead" else 0, rounds_at=c.rounds_at)
     max_rounds = round_cap(c.max_rounds, budget_rounds)
     hook = GRPOHook(controller, scorer, mask_state, history_path=history_path, max_rounds=max_rounds)
 
@@ -109,6 +109,7 @@ def run_grasp_search(
         "lookaheads": scorer.lookaheads,
         "lookaheads_reused": scorer.reused,
         "train_under_mask": c.train_under_mask,
+        "rounds_at": c.rounds_at,
         "variant": c.variant,
         "rounds": len(controller.history),
         # the cap on rounds (controller.max_rounds, or the rounds within controller.budget_grid_points)

@@ -649,10 +649,14 @@ def case_experiment(args, name: str, seed: int):
     if recorded is not None and recorded != digests:
         # the cache is gone (a new session's fresh clone) and stage 1 was trained again: its runs
         # would not continue the recorded ones
-        raise SystemExit(f"{name} seed {seed}: the stage-1 adapters trained now differ from the ones the case's "
+        raise CaseCannotContinue(f"{name} seed {seed}: the stage-1 adapters trained now differ from the ones the case's "
                          f"recorded runs used ({digests} vs {recorded}); the case cannot be continued, start it again "
                          f"(delete {record_path(args, name, seed)})")
     return exp, t
+
+
+class CaseCannotContinue(SystemExit):
+    """A case whose recorded runs this process cannot continue (`--phase all` skips it)."""
 
 
 def stage1_digests(exp) -> dict[str, str]:
@@ -1261,13 +1265,16 @@ def run_all(args, regimes: list[str], controllers: Sequence[str] = ALL_CONTROLLE
             if not claim(args, name, seed):
                 continue
             C._log(args.quiet)(f"[case] {name} seed {seed}")
-            if not grid_done(read_case(record_path(args, name, seed))):  # else read from the record, not rerun
-                run_case_grid(args, name, seed)
-            for variant in controllers:
-                if variant not in read_case(record_path(args, name, seed)).get("controllers", {}):
-                    run_case_controller(args, name, seed, variant)
-            if read_case(record_path(args, name, seed)).get("optuna") is None:
-                run_case_optuna(args, name, seed)
+            try:
+                if not grid_done(read_case(record_path(args, name, seed))):  # else read from the record, not rerun
+                    run_case_grid(args, name, seed)
+                for variant in controllers:
+                    if variant not in read_case(record_path(args, name, seed)).get("controllers", {}):
+                        run_case_controller(args, name, seed, variant)
+                if read_case(record_path(args, name, seed)).get("optuna") is None:
+                    run_case_optuna(args, name, seed)
+            except CaseCannotContinue as e:
+                C._log(False)(f"[skip] {e}")
 
 
 def summarize_v2(args, regimes: list[str] | None) -> dict[str, Any]:

@@ -419,6 +419,18 @@ def test_run_all_continues_each_case_from_its_record_and_starts_only_cases_that_
     B.run_all(args, ["demo"], ["default", "paper"])
     assert calls == [("paper", "demo", 1), ("grid", "demo", 3), ("default", "demo", 3), ("paper", "demo", 3),
                      ("optuna", "demo", 3)]
+    # a case this process cannot continue (stage 1 came out otherwise) is skipped, the others go on
+    calls.clear()
+
+    def refuse(a, n, s, v):
+        if s == 1:
+            raise B.CaseCannotContinue("demo seed 1: stage 1 differs")
+        calls.append((v, n, s))
+    monkeypatch.setattr(B, "run_case_controller", refuse)
+    (tmp_path / "demo_seed1.json").write_text(json.dumps({"case": {k: v for k, v in done.items() if k != "controllers"}}))
+    B.run_all(args, ["demo"], ["default"])
+    assert calls == [("grid", "demo", 3), ("default", "demo", 3), ("optuna", "demo", 3)]
+    monkeypatch.setattr(B, "run_case_controller", lambda a, n, s, v: calls.append((v, n, s)))
     calls.clear()
     (tmp_path / "demo_seed1.json").write_text(json.dumps({"case": {k: v for k, v in done.items() if k != "controllers"}
                                                           | {"controllers": {"default": {}}}}))

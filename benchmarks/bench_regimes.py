@@ -964,7 +964,7 @@ def scoreboard_v2(cases: list[dict[str, Any]], regime_order: Sequence[str] = SUI
     for c in cases:
         by_regime.setdefault(c["regime"], []).append(c)
     names = [n for n in regime_order if n in by_regime] + sorted(set(by_regime) - set(regime_order))
-    regimes, flat = [], []
+    regimes, flat, regime_of = [], [], []
     for name in names:
         rcases = sorted(by_regime[name], key=lambda c: c["seed"])
         ratios, curves = regime_curves(rcases)
@@ -996,13 +996,14 @@ def scoreboard_v2(cases: list[dict[str, Any]], regime_order: Sequence[str] = SUI
                         "mean_val_curve": [statistics.fmean(v) for v in zip(*curves.values())] if curves else [],
                         "cases": rows})
         flat += rows
+        regime_of += [name] * len(rows)
     methods = ordered_methods(m for row in flat for m in row["methods"])
     col = lambda m, k: [row["methods"].get(m, {}).get(k) for row in flat]  # noqa: E731
     pairs = []
     for metric, higher in (("test_loss", False), ("test_metric", True)):
         for i, a in enumerate(methods):
             for b in methods[i + 1:]:
-                res = S.paired_comparison(col(a, metric), col(b, metric), higher_is_better=higher)
+                res = S.paired_comparison(col(a, metric), col(b, metric), higher_is_better=higher, clusters=regime_of)
                 if res["n"]:
                     pairs.append({"a": a, "b": b, "metric": metric, **res})
     loso, hits, cost, means = {}, {}, {}, {}
@@ -1026,8 +1027,10 @@ def scoreboard_v2(cases: list[dict[str, Any]], regime_order: Sequence[str] = SUI
             "regimes": regimes, "pairs": pairs, "loso_regret": loso, "hits": hits, "cost": cost, "means": means,
             "notes": {
                 "pairs": "mean over cases of a - b with a percentile bootstrap 95% CI over cases (10,000 resamples, "
-                         "seed 0) and a two-sided sign test (ties dropped); test_loss: lower is better, test_metric "
-                         "(F1 for QA, ROUGE-L for summaries, pooled): higher is better; significant: the CI excludes 0",
+                         "seed 0) and a two-sided sign test (ties dropped); ci95_clustered: the two-stage bootstrap "
+                         "(regimes, then cases within them), the interval when a regime's cases are alike; test_loss: "
+                         "lower is better, test_metric (F1 for QA, ROUGE-L for summaries, pooled): higher is better; "
+                         "significant: the CI over cases excludes 0",
                 "loso_regret": "each case's ratio judged on the mean validation curve of the regime's other seeds, "
                                "from ratio 0 (the no-pruning run) through the grid, linear between points: "
                                "curve(ratio) - min(curve)",
@@ -1050,12 +1053,13 @@ def markdown_v2(board: dict[str, Any]) -> str:
             ("test_loss", "+.4f", "Which method's adapter has the lower test loss? (a − b over cases; negative: a better)"),
             ("test_metric", "+.2f", "Which method's adapter scores higher on the task metric (F1 / ROUGE-L)? "
                                     "(a − b over cases; positive: a better)")):
-        lines += [f"**{title}**", "", "| a | b | mean a − b | 95% CI | cases | a better in | b better in | sign test p |",
-                  "|---|---|---:|---|---:|---:|---:|---:|"]
+        lines += [f"**{title}**", "", "| a | b | mean a − b | 95% CI | 95% CI, regimes resampled | cases | a better in | "
+                  "b better in | sign test p |", "|---|---|---:|---|---|---:|---:|---:|---:|"]
         for p in board["pairs"]:
             if p["metric"] == metric:
                 star = " *" if p["significant"] else ""
                 lines.append(f"| {p['a']} | {p['b']} | {p['mean_diff']:{spec}} | {_ci(p['ci95'], spec)}{star} | "
+                             f"{_ci(p.get('ci95_clustered', [None, None]), spec)} | "
                              f"{p['n']} | {p['a_wins']} | {p['b_wins']} | {p['sign_test_p']:.3g} |")
         lines += ["", "\\* the CI excludes 0 (and at least 2 cases).", ""]
     lines += ["**How far is each method's ratio from the best, judged out of sample?** (leave-one-seed-out regret on the "

@@ -291,6 +291,7 @@ def test_the_v2_scoreboard_has_the_issues_schema_and_its_statistics():
     assert {"a", "b", "metric", "mean_diff", "ci95", "n", "sign_test_p", "a_better"} <= set(p)
     assert p["mean_diff"] == pytest.approx(-0.1) and p["ci95"] == pytest.approx([-0.1, -0.1]) and p["n"] == 6
     assert p["a_better"] and p["significant"] and p["sign_test_p"] == pytest.approx(2 * 0.5 ** 6)
+    assert p["ci95_clustered"] == pytest.approx([-0.1, -0.1])  # regimes resampled: the same constant difference
     (p,) = [p for p in board["pairs"] if (p["a"], p["b"], p["metric"]) == ("grasp", "grid3", "test_metric")]
     assert p["mean_diff"] == pytest.approx(2.0) and p["a_better"]
     # every pair once per metric; the paper variant has no metric, so no metric pairs with it

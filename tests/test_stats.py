@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks._stats import (bootstrap_ci, curve_regret, interp_on_grid, loso_regrets, paired_comparison,
+from benchmarks._stats import (bootstrap_ci, cluster_bootstrap_ci, curve_regret, interp_on_grid, loso_regrets, paired_comparison,
                                sign_test)
 
 
@@ -99,3 +99,32 @@ def test_leave_one_seed_out_regret_judges_each_pick_on_the_other_seeds_curve():
     # no pick, or no other seed: no regret
     assert loso_regrets(curves, ratios, {1: None}) == {}
     assert loso_regrets({1: curves[1]}, ratios, {1: 0.1}) == {}
+
+
+def test_the_clustered_interval_is_wider_when_a_clusters_cases_are_alike_and_agrees_when_they_are_not():
+    rng = np.random.default_rng(1)
+    # 6 clusters whose cases share a cluster effect (SD 1) plus a small case noise (SD 0.1)
+    effects = rng.normal(0, 1, 6)
+    values = [e + rng.normal(0, 0.1) for e in effects for _ in range(4)]
+    labels = [i for i in range(6) for _ in range(4)]
+    lo, hi = bootstrap_ci(values)
+    clo, chi = cluster_bootstrap_ci(values, labels)
+    assert clo <= np.mean(values) <= chi and (chi - clo) > 1.5 * (hi - lo)
+    # independent cases: about the same width
+    flat = list(rng.normal(0, 1, 24))
+    lo, hi = bootstrap_ci(flat)
+    clo, chi = cluster_bootstrap_ci(flat, labels)
+    assert 0.6 < (chi - clo) / (hi - lo) < 1.6
+    # one cluster: the plain bootstrap; seeded: repeatable
+    assert cluster_bootstrap_ci(flat, [0] * 24) == bootstrap_ci(flat)
+    assert cluster_bootstrap_ci(values, labels) == (clo2 := cluster_bootstrap_ci(values, labels)) and clo2[0] < clo2[1]
+
+
+def test_paired_comparison_reports_the_clustered_interval_when_given_clusters():
+    a, b = [1.0, 2.0, 3.0, 4.0, None], [0.5, 1.0, 3.5, 3.0, 1.0]
+    plain = paired_comparison(a, b)
+    clustered = paired_comparison(a, b, clusters=["x", "x", "y", "y", "z"])
+    assert "ci95_clustered" not in plain and clustered["n"] == 4
+    assert {k: v for k, v in clustered.items() if k != "ci95_clustered"} == plain
+    lo, hi = clustered["ci95_clustered"]
+    assert lo <= clustered["mean_diff"] <= hi

@@ -1200,13 +1200,49 @@ def case_done(case: dict[str, Any], controllers: Sequence[str] = ALL_CONTROLLERS
 ESTIMATE_MARGIN = 1.15
 
 
-def case_estimate_s(name: str, case: dict[str, Any], controllers: Sequence[str]) -> float:
-    """The wall seconds the rest of a case should take (`regime_plan`'s estimate, without the
-    metric), each missing controller counted as the default's controller + final run."""
+def measured_phases_s(case: dict[str, Any]) -> dict[str, float]:
+    """The CPU seconds a case record shows for each phase it finished (test-loss scoring included):
+    grid (stage 1, grid points, no pruning), controller (mean of its controller + final runs), optuna."""
+    out: dict[str, float] = {}
+    tested = lambda run: (run.get("cpu_s") or 0.0) + ((run.get("test") or {}).get("cpu_s") or 0.0)  # noqa: E731
+    if grid_done(case):
+        out["grid"] = (case.get("stage1_cpu_s") or 0.0) + sum(tested(p) for p in case["grid"]["points"]) + tested(case["no_pruning"])
+    ctrls = (case.get("controllers") or {}).values()
+    if ctrls:
+        out["controller"] = statistics.fmean((c.get("controller_cpu_s") or 0.0) + (c.get("final_cpu_s") or 0.0)
+                                             + ((c.get("test") or {}).get("cpu_s") or 0.0) for c in ctrls)
+    if (o := case.get("optuna")) is not None:
+        out["optuna"] = (o.get("cpu_s") or 0.0) + ((o.get("test") or {}).get("cpu_s") or 0.0)
+    return out
+
+
+def plan_calibration(records: Path) -> dict[str, float]:
+    """Per phase, measured over planned CPU seconds, pooled over every case record in `records`
+    that finished the phase (1.0 where none has)."""
+    measured: dict[str, float] = {}
+    planned: dict[str, float] = {}
+    for f in sorted(Path(records).glob("*.json")):
+        case = json.loads(f.read_text()).get("case") or {}
+        if case.get("regime") not in REGIMES_V2:
+            continue
+        phases = regime_plan(case["regime"], [0])["phases_cpu_s"]
+        for phase, cpu in measured_phases_s(case).items():
+            measured[phase] = measured.get(phase, 0.0) + cpu
+            planned[phase] = planned.get(phase, 0.0) + phases[phase]
+    return {phase: measured.get(phase, 0.0) / planned[phase] if planned.get(phase) else 1.0
+            for phase in ("grid", "controller", "optuna")}
+
+
+def case_estimate_s(name: str, case: dict[str, Any], controllers: Sequence[str],
+                    calibration: dict[str, float] | None = None) -> float:
+    """The wall seconds the rest of a case should take: `regime_plan`'s estimate (without the
+    metric), each phase scaled by `calibration` (measured / planned on the finished cases,
+    `plan_calibration`), each missing controller counted as a controller + final run."""
     phases = regime_plan(name, [0])["phases_cpu_s"]
-    todo = 0.0 if grid_done(case) else phases["grid"]
-    todo += phases["controller"] * sum(v not in (case.get("controllers") or {}) for v in controllers)
-    todo += 0.0 if case.get("optuna") is not None else phases["optuna"]
+    k = calibration or {}
+    todo = 0.0 if grid_done(case) else phases["grid"] * k.get("grid", 1.0)
+    todo += phases["controller"] * k.get("controller", 1.0) * sum(v not in (case.get("controllers") or {}) for v in controllers)
+    todo += 0.0 if case.get("optuna") is not None else phases["optuna"] * k.get("optuna", 1.0)
     return ESTIMATE_MARGIN * todo
 
 
@@ -1263,7 +1299,8 @@ def run_all(args, regimes: list[str], controllers: Sequence[str] = ALL_CONTROLLE
             case = read_case(record_path(args, name, seed))
             if case_done(case, controllers):
                 continue
-            if args.finish_by is not None and time.time() + case_estimate_s(name, case, controllers) > args.finish_by:
+            if args.finish_by is not None and time.time() + case_estimate_s(
+                    name, case, controllers, plan_calibration(args.records)) > args.finish_by:
                 C._log(False)(f"[skip] {name} seed {seed}: its estimated time does not fit before --finish-by")
                 continue
             if not claim(args, name, seed):

@@ -632,7 +632,9 @@ def case_experiment(args, name: str, seed: int):
     recorded = read_case(record_path(args, name, seed)).get("config_hash")
     root = case_root(args, name, seed)
     if recorded is not None and recorded != config_hash(cfg):
-        changed = settings_changed(root / "config.yaml", cfg)
+        # the record's own copy of the config (a fresh clone has no cache), else the cache's
+        saved = read_case(record_path(args, name, seed)).get("config")
+        changed = settings_changed(root / "config.yaml", cfg) if saved is None else config_changes(saved, cfg)
         if changed is None or changed:
             what = "" if not changed else " (" + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()) + ")"
             raise SystemExit(f"{name} seed {seed}: the case was started with other settings (config hash {recorded}, "
@@ -668,16 +670,21 @@ def stage1_digests(exp) -> dict[str, str]:
 
 
 def settings_changed(saved: Path, cfg) -> dict[str, tuple[Any, Any]] | None:
-    """What differs between the config a case saved and `cfg`, as a run folder's resume judges it:
-    a key the package added since, at the value that keeps the old behaviour, is no difference
-    (`fingerprint.ADDED_KEYS`). None when the case saved no config."""
+    """`config_changes` against the config file a case saved; None when there is none."""
     import yaml
-
-    from grasp_lora.fingerprint import _diff, flatten
 
     if not saved.is_file():
         return None
-    return _diff(flatten(yaml.safe_load(saved.read_text())), flatten(cfg.to_dict()))
+    return config_changes(yaml.safe_load(saved.read_text()), cfg)
+
+
+def config_changes(saved: dict[str, Any], cfg) -> dict[str, tuple[Any, Any]]:
+    """What differs between a case's saved config (a dict) and `cfg`, as a run folder's resume
+    judges it: a key the package added since, at the value that keeps the old behaviour, is no
+    difference (`fingerprint.ADDED_KEYS`)."""
+    from grasp_lora.fingerprint import _diff, flatten
+
+    return _diff(flatten(saved), flatten(cfg.to_dict()))
 
 
 def adapter_key(exp, adapter: Path) -> str:
@@ -742,6 +749,7 @@ def case_header(exp, name: str, seed: int) -> dict[str, Any]:
             "overrides": REGIMES_V2[name]["overrides"], "source_sizes": sizes(cfg.data.source_sizes),
             "target_sizes": sizes(cfg.data.target_sizes), "epochs": cfg.train.epochs, "p_init": cfg.controller.p_init,
             "grid_ratios": list(cfg.grid.ratios), "root": str(exp.root), "config_hash": config_hash(cfg),
+            "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
             "test_ids": [r.get("id") for r in exp.rows(cfg.data.target_lang, "test")]}
 
 

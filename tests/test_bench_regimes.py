@@ -378,6 +378,32 @@ def test_a_case_saved_before_a_key_was_added_keeps_its_settings(tmp_path):
     assert settings_changed(tmp_path / "missing.yaml", cfg) is None
 
 
+def test_a_fresh_clone_continues_a_case_from_the_config_its_record_keeps(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    import benchmarks.bench_regimes as B
+    from grasp_lora.pipeline import Experiment
+
+    monkeypatch.setattr(Experiment, "prepare", lambda self: None)
+    monkeypatch.setattr(Experiment, "adapters", lambda self: None)
+    monkeypatch.setattr(B, "stage1_digests", lambda exp: {"en": "x", "ar": "y"})
+    cfg = B.regime_v2_config("demo", 42)
+    saved = cfg.to_dict()
+    del saved["controller"]["rounds_at"]  # recorded before the package added the key
+    record = {"case": {"config_hash": "an old hash", "config": saved, "stage1_digests": {"en": "x", "ar": "y"}}}
+    (tmp_path / "demo_seed42.json").write_text(json.dumps(record))
+    args = argparse.Namespace(overrides=[], records=tmp_path, work=tmp_path / "fresh", data=None, summaries_data=None,
+                              quiet=True)
+    exp, _ = B.case_experiment(args, "demo", 42)  # no cache under work/: the record's config is what is compared
+    assert exp.cfg.controller.rounds_at == "during"
+    with pytest.raises(SystemExit, match="train.lr"):
+        B.case_experiment(argparse.Namespace(**{**vars(args), "overrides": ["train.lr=2e-3"]}), "demo", 42)
+    monkeypatch.setattr(B, "stage1_digests", lambda exp: {"en": "other", "ar": "y"})
+    with pytest.raises(B.CaseCannotContinue, match="stage-1 adapters"):
+        B.case_experiment(args, "demo", 42)
+
+
 def test_a_claim_belongs_to_one_live_process_and_a_dead_ones_is_taken_over(tmp_path):
     import argparse
     import os

@@ -749,7 +749,7 @@ def case_header(exp, name: str, seed: int) -> dict[str, Any]:
             "overrides": REGIMES_V2[name]["overrides"], "source_sizes": sizes(cfg.data.source_sizes),
             "target_sizes": sizes(cfg.data.target_sizes), "epochs": cfg.train.epochs, "p_init": cfg.controller.p_init,
             "grid_ratios": list(cfg.grid.ratios), "root": str(exp.root), "config_hash": config_hash(cfg),
-            "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
+            "config": cfg.to_dict(),  # write_case makes it JSON
             "test_ids": [r.get("id") for r in exp.rows(cfg.data.target_lang, "test")]}
 
 
